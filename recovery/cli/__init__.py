@@ -1,0 +1,64 @@
+"""The ``recovery`` command line: a thin layer that parses arguments and calls one package function.
+
+Each ``cmd_*.py`` module in this package contributes its verbs through ``register(subparsers)``.
+A :class:`~recovery.errors.RecoveryError` becomes one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from recovery import __version__
+from recovery.errors import RecoveryError
+
+EPILOG = """\
+examples:
+  recovery kafka status                      broker reachable? topics, partitions, end offsets
+  recovery simulate --spec pipeline.toml     produce a simulated incident
+  recovery recover --spec pipeline.toml --from 2026-01-01T00:00 --to 2026-01-01T01:00 --out fixes/inc-1
+  recovery approve fixes/inc-1 --reviewer alice
+  recovery publish fixes/inc-1
+
+connection: KAFKA_BOOTSTRAP_SERVERS (default: the local broker of `make kafka-up`),
+KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE, ...
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every verb registered."""
+    parser = argparse.ArgumentParser(
+        prog="recovery",
+        description="Recover and recalculate missing or wrong results of a Kafka event pipeline.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"recovery {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``recovery`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except RecoveryError as exc:
+        print(f"recovery: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("recovery: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

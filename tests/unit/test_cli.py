@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recovery.cli import main
+
+
+def test_help_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "kafka" in capsys.readouterr().out
+
+
+def test_user_error_is_one_line_and_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("RECOVERY_KAFKA_HOME", str(tmp_path))
+    assert main(["kafka", "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("recovery: error: no Kafka cluster configured")
+    assert "Traceback" not in err
+
+
+def test_unreachable_broker_is_a_clear_bounded_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("KAFKA_REQUEST_TIMEOUT_MS", "3000")
+    assert main(["kafka", "status"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:1" in err and "make kafka-up" in err

@@ -1,0 +1,48 @@
+"""The project's own files agree with each other."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from recovery.config import PROJECT_ROOT
+
+ALIASES = {"kafka-python": "kafka-python"}
+
+
+def normalise(requirement: str) -> str:
+    name = re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0]
+    return name.lower().replace("_", "-")
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    declared = {normalise(r) for r in project["dependencies"]}
+    declared |= {normalise(r) for r in project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
+    conda = {normalise(d) for d in env["dependencies"] if isinstance(d, str)}
+    non_python = {"python", "openjdk", "maven", "pip"}
+    assert declared == conda - non_python
+    assert non_python <= conda
+
+
+def test_lock_file_pins_every_declared_package() -> None:
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    declared = {normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    pins = {}
+    for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[normalise(name)] = version
+    assert declared <= set(pins), f"not pinned: {declared - set(pins)}"
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", v) for v in pins.values())
+
+
+def test_pom_fetches_kafka_4_3_1() -> None:
+    pom = (PROJECT_ROOT / "kafka" / "pom.xml").read_text()
+    assert "<kafka.version>4.3.1</kafka.version>" in pom
+    assert "<artifactId>kafka_2.13</artifactId>" in pom
