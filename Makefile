@@ -11,7 +11,7 @@ RECOVERY := $(BIN)/recovery
 SPEC ?= pipeline.toml
 PYTEST_ARGS ?=
 
-.PHONY: help setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
+.PHONY: help chromium setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,7 +26,13 @@ kafka/lib/.installed: kafka/pom.xml
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
 
-setup: $(VENV)/.installed kafka/lib/.installed ## create the venv with locked packages and fetch the Kafka jars (idempotent)
+chromium: ## install Debian's headless Chromium (report rendering tests) if missing
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium (Debian package) for the report rendering tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+setup: $(VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker (KRaft, 127.0.0.1, free port)
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up; fi

@@ -60,7 +60,7 @@ RESULTS = pl.Schema(
 )
 
 # An original output as read back from the output topic: a result plus where it was published.
-OUTPUTS = pl.Schema({**RESULTS, "partition": pl.Int32, "offset": pl.Int64, "timestamp_ms": pl.Int64})
+OUTPUTS = pl.Schema([*RESULTS.items(), ("partition", pl.Int32), ("offset", pl.Int64), ("timestamp_ms", pl.Int64)])
 
 # The join of originals with truth, one row per (key, metric, window).
 COMPARISON = pl.Schema(

@@ -74,7 +74,7 @@ def topic_config(settings: KafkaSettings, topic: str) -> dict[str, str]:
             lambda: client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]),
         )
     entries = resp.get("topic", {}).get(topic, {}) if isinstance(resp, dict) else {}
-    return {name: (v.get("value") if isinstance(v, dict) else v) for name, v in entries.items()}
+    return {name: str(v.get("value") if isinstance(v, dict) else v) for name, v in entries.items()}
 
 
 def ensure_topic(
