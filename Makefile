@@ -34,8 +34,8 @@ chromium: ## install Debian's headless Chromium (report rendering tests) if miss
 
 setup: $(VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
 
-kafka-up: setup ## start the local Kafka broker (KRaft, 127.0.0.1, free port)
-	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up; fi
+kafka-up: setup ## start the local Kafka broker (KRaft, 127.0.0.1, free port); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
+	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi
 
 kafka-down: ## stop the local Kafka broker
 	@if [ -x $(RECOVERY) ]; then $(RECOVERY) kafka down; fi

@@ -3,6 +3,13 @@
 The jars come from ``kafka/pom.xml`` (``make setup``). :class:`LocalBroker` formats storage with a fresh
 cluster id, starts ``kafka.Kafka`` on free loopback ports, waits until it answers a metadata request,
 writes the bootstrap address to ``<home>/bootstrap`` and stops the process by PID.
+
+With ``sasl=True`` the broker also gets a SASL_PLAINTEXT listener (SCRAM-SHA-512) on another loopback port,
+written to ``<home>/bootstrap_sasl``, and Kafka's standard KRaft authorizer. The authorizer then governs
+the SASL users through ACLs; the PLAINTEXT listener stays as it is (loopback only) because its principal,
+``User:ANONYMOUS``, is a super user, as Kafka requires for a PLAINTEXT inter-broker and controller
+listener. SCRAM credentials are created through the admin API on that listener (the client salts the
+password, so it never appears on a command line or in a file).
 """
 
 from __future__ import annotations
@@ -10,15 +17,17 @@ from __future__ import annotations
 import base64
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.config import PROJECT_ROOT, local_broker_home
+from recovery.config import PROJECT_ROOT, Secret, local_broker_home
 from recovery.errors import LocalBrokerError
 
 KAFKA_DIR = PROJECT_ROOT / "kafka"
@@ -49,6 +58,48 @@ log.segment.bytes=268435456
 log.cleaner.backoff.ms=1000
 log.cleaner.min.compaction.lag.ms=0
 """
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+# Replaces the listener lines of SERVER_PROPERTIES and adds authentication and authorization.
+# User:ANONYMOUS is the principal of every PLAINTEXT connection, including the broker's own requests to its
+# controller: it must be a super user, so the loopback PLAINTEXT listener keeps full access while SASL users
+# get exactly what their ACLs allow (no ACL, no access: allow.everyone.if.no.acl.found=false).
+SASL_PROPERTIES = """\
+listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms={mechanism}
+listener.name.sasl_plaintext.sasl.enabled.mechanisms={mechanism}
+listener.name.sasl_plaintext.{mechanism_lower}.sasl.jaas.config={login_module} required;
+authorizer.class.name={authorizer}
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS;User:{admin}
+"""
+
+
+def server_properties(
+    *, port: int, controller_port: int, data_dir: Path, sasl_port: int | None = None, sasl_admin: str = "admin"
+) -> str:
+    """The broker's server.properties: plaintext only, or with the SASL listener and the authorizer."""
+    text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=data_dir)
+    if sasl_port is None:
+        return text
+    extra = SASL_PROPERTIES.format(
+        port=port,
+        sasl_port=sasl_port,
+        controller_port=controller_port,
+        mechanism=SCRAM_MECHANISM,
+        mechanism_lower=SCRAM_MECHANISM.lower(),
+        authorizer=STANDARD_AUTHORIZER,
+        login_module=SCRAM_LOGIN_MODULE,
+        admin=sasl_admin,
+    )
+    replaced = {line.split("=", 1)[0] for line in extra.splitlines()}
+    kept = [line for line in text.splitlines() if line.split("=", 1)[0] not in replaced]
+    return "\n".join(kept) + "\n" + extra
 
 
 def free_port() -> int:
@@ -94,9 +145,15 @@ def java_command(main_class: str, *args: str, heap: str = "512m") -> list[str]:
 
 @dataclass
 class LocalBroker:
-    """A single-node KRaft broker whose state (data, log, pid, address) lives under ``home``."""
+    """A single-node KRaft broker whose state (data, log, pid, address) lives under ``home``.
+
+    ``sasl`` adds the SCRAM-SHA-512 listener and the authorizer; ``sasl_admin`` names the SASL super user
+    (the principal the toolkit's own setup uses on that listener).
+    """
 
     home: Path
+    sasl: bool = False
+    sasl_admin: str = "admin"
 
     @classmethod
     def default(cls) -> LocalBroker:
@@ -109,6 +166,10 @@ class LocalBroker:
     @property
     def bootstrap_file(self) -> Path:
         return self.home / "bootstrap"
+
+    @property
+    def sasl_bootstrap_file(self) -> Path:
+        return self.home / "bootstrap_sasl"
 
     @property
     def log_file(self) -> Path:
@@ -144,23 +205,60 @@ class LocalBroker:
             return None
         return self.bootstrap_file.read_text().strip()
 
-    def start(self, *, timeout_s: float = 60.0, tie_to_parent: bool = False, heap: str = "512m") -> str:
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL_PLAINTEXT listener's address if the broker runs with ``sasl``."""
+        if self.pid() is None or not self.sasl_bootstrap_file.is_file():
+            return None
+        return self.sasl_bootstrap_file.read_text().strip()
+
+    def start(
+        self,
+        *,
+        timeout_s: float = 60.0,
+        tie_to_parent: bool = False,
+        heap: str = "512m",
+        sasl_users: Mapping[str, str | Secret] | None = None,
+    ) -> str:
         """Format fresh storage, start the broker and wait until it serves metadata; returns host:port.
 
         ``tie_to_parent`` makes the broker die with the calling process (used by test sessions).
+        ``sasl_users`` (name -> password, needs ``sasl``) get SCRAM-SHA-512 credentials before this returns;
+        the SASL address is then in :meth:`sasl_bootstrap`.
         """
         running = self.bootstrap()
         if running:
             return running
+        if sasl_users and not self.sasl:
+            raise LocalBrokerError("sasl_users need a broker started with sasl=True")
+        for name in [self.sasl_admin, *(sasl_users or {})]:
+            if not USER_NAME.fullmatch(name):
+                raise LocalBrokerError(f"SASL user name {name!r} is not allowed", hint="use letters, digits, . _ -")
         self.home.mkdir(parents=True, exist_ok=True)
-        port, controller_port = free_port(), free_port()
-        while controller_port == port:
-            controller_port = free_port()
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout_s, tie_to_parent, heap, sasl_users)
+            except LocalBrokerError:
+                # another process may have taken one of the free ports between probing and binding
+                if attempt == 2 or "Address already in use" not in self.log_tail(200):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(
+        self, timeout_s: float, tie_to_parent: bool, heap: str, sasl_users: Mapping[str, str | Secret] | None
+    ) -> str:
+        port, controller_port, sasl_port = _distinct_free_ports(3)
         if self.data_dir.exists():
             subprocess.run(["rm", "-rf", str(self.data_dir)], check=True)
+        self.sasl_bootstrap_file.unlink(missing_ok=True)
         properties = self.home / "server.properties"
         properties.write_text(
-            SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data_dir=self.data_dir)
+            server_properties(
+                port=port,
+                controller_port=controller_port,
+                data_dir=self.data_dir,
+                sasl_port=sasl_port if self.sasl else None,
+                sasl_admin=self.sasl_admin,
+            )
         )
         fmt = subprocess.run(
             java_command(
@@ -184,16 +282,68 @@ class LocalBroker:
         log.close()
         self.pid_file.write_text(str(proc.pid))
         bootstrap = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
         try:
             self._wait_ready(proc, bootstrap, timeout_s)
+            if self.sasl:
+                sasl_address = f"127.0.0.1:{sasl_port}"
+                self._add_scram_users(bootstrap, sasl_users or {})
+                if sasl_users:
+                    self._wait_sasl_ready(proc, sasl_address, sasl_users, deadline)
+                self.sasl_bootstrap_file.write_text(sasl_address)
         except BaseException:
             self.stop()
             raise
         self.bootstrap_file.write_text(bootstrap)
         return bootstrap
 
+    def _add_scram_users(self, bootstrap: str, users: Mapping[str, str | Secret]) -> None:
+        """Create SCRAM credentials through the PLAINTEXT listener (its principal is a super user)."""
+        if not users:
+            return
+        from kafka.admin import KafkaAdminClient, UserScramCredentialUpsertion
+
+        upserts = [
+            UserScramCredentialUpsertion(name, SCRAM_MECHANISM, _reveal(password)) for name, password in users.items()
+        ]
+        client = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, bootstrap_timeout_ms=5000)
+        try:
+            errors = {name: e for name, e in client.alter_user_scram_credentials(upserts).items() if e}
+        finally:
+            client.close()
+        if errors:
+            raise LocalBrokerError(f"creating SCRAM credentials failed: {errors}")
+
+    def _wait_sasl_ready(
+        self, proc: subprocess.Popen[bytes], address: str, users: Mapping[str, str | Secret], deadline: float
+    ) -> None:
+        """Wait until a SASL user can log in: credentials reach the broker's metadata shortly after the write."""
+        from kafka.admin import KafkaAdminClient
+
+        name = self.sasl_admin if self.sasl_admin in users else next(iter(users))
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LocalBrokerError(
+                    f"the broker exited with code {proc.returncode} during start-up; last log lines:\n{self.log_tail()}"
+                )
+            try:
+                client = KafkaAdminClient(
+                    bootstrap_servers=address,
+                    security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism=SCRAM_MECHANISM,
+                    sasl_plain_username=name,
+                    sasl_plain_password=_reveal(users[name]),
+                    request_timeout_ms=3000,
+                    bootstrap_timeout_ms=2000,
+                )
+                client.close()
+                return
+            except Exception:
+                time.sleep(0.25)
+        raise LocalBrokerError(f"SASL user {name!r} could not log in at {address}; last log lines:\n{self.log_tail()}")
+
     def _wait_ready(self, proc: subprocess.Popen[bytes], bootstrap: str, timeout_s: float) -> None:
-        from kafka import KafkaAdminClient
+        from kafka.admin import KafkaAdminClient
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -220,6 +370,7 @@ class LocalBroker:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); True if one was running."""
         pid = self.pid()
         self.bootstrap_file.unlink(missing_ok=True)
+        self.sasl_bootstrap_file.unlink(missing_ok=True)
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
@@ -268,6 +419,22 @@ class LocalBroker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _reveal(password: str | Secret) -> str:
+    return password.reveal() if isinstance(password, Secret) else password
 
 
 def _alive(pid: int) -> bool:

@@ -138,11 +138,13 @@ class KafkaSettings:
             if value is not None:
                 values[name] = value
         if "bootstrap_servers" not in values:
-            address = local_broker_home() / "bootstrap"
+            sasl = str(values.get("security_protocol", "")).upper().startswith("SASL")
+            address = local_broker_home() / ("bootstrap_sasl" if sasl else "bootstrap")
             if not address.is_file():
+                start = "make kafka-up SASL=1" if sasl else "make kafka-up"
                 raise ConfigError(
                     "no Kafka cluster configured",
-                    hint="run `make kafka-up` to start the local broker, or set KAFKA_BOOTSTRAP_SERVERS=host:port",
+                    hint=f"run `{start}` to start the local broker, or set KAFKA_BOOTSTRAP_SERVERS=host:port",
                 )
             values["bootstrap_servers"] = address.read_text().strip()
         for secret in ("sasl_password", "ssl_password"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kafka.errors as kerr
-from kafka import TopicPartition
+from kafka.structs import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from recovery.clients import admin, consumer, guarded
