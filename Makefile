@@ -19,7 +19,7 @@ help: ## show this help
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast]'
 	@touch $@
 
 kafka/lib/.installed: kafka/pom.xml
@@ -49,6 +49,7 @@ kafka-shell: setup ## a shell with Kafka's own CLI tools on PATH (kafka-topics.s
 
 test: setup ## run every test: unit, integration (real broker, started and stopped here), notebooks
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --nbval-lax notebooks/ $(PYTEST_ARGS)
 
 unit: setup ## fast unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -58,8 +59,25 @@ lint: setup ## ruff check, ruff format --check, mypy on the package
 	$(BIN)/ruff format --check recovery tests bench
 	$(BIN)/mypy recovery
 
-demo: kafka-up ## the main job end to end on the local broker (simulated incident, recovery, reports)
-	$(RECOVERY) kafka status
+NOTEBOOK ?= 02_recompute_compare
+PARAMS ?= notebooks/params/demo_02.yaml
+REPORT_ARGS ?=
+
+demo: kafka-up ## the whole story on the local broker: incident, explore, recompute+compare, approve, publish, reconcile
+	$(RECOVERY) simulate --spec $(SPEC) --symbols 5 --events 20000 --seed 7 --faults all --reset-topics --out incidents/demo.json
+	$(RECOVERY) report 01_explore_incident -f notebooks/params/demo_01.yaml
+	$(RECOVERY) report 02_recompute_compare -f notebooks/params/demo_02.yaml
+	@echo "== DEMO ONLY: automatic approval as demo-reviewer; a real fix set is approved by the person who reviewed it =="
+	$(RECOVERY) approve fixes/demo --reviewer demo-reviewer
+	$(RECOVERY) report 03_publish_fixes -f notebooks/params/demo_03.yaml -p approved_digest $$(cat fixes/demo/digest.sha256)
+	$(RECOVERY) report 00_reconciliation -f notebooks/params/reconcile.yaml
+	@echo "reports: $(CURDIR)/reports/index.html"
+
+report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_compare PARAMS=notebooks/params/demo_02.yaml)
+	$(RECOVERY) report $(NOTEBOOK) $(if $(PARAMS),-f $(PARAMS)) $(REPORT_ARGS)
+
+reconcile: setup ## the scheduled reconciliation report (exit 3 when discrepancies exceed the threshold)
+	$(RECOVERY) report 00_reconciliation -f notebooks/params/reconcile.yaml $(REPORT_ARGS)
 
 lab: setup ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab notebooks/

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kafka.errors as kerr
-from kafka.structs import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.structs import TopicPartition
 
 from recovery.clients import admin, consumer, guarded
 from recovery.config import KafkaSettings

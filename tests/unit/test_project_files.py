@@ -9,19 +9,22 @@ import yaml
 
 from recovery.config import PROJECT_ROOT
 
-ALIASES = {"kafka-python": "kafka-python"}
+# conda-forge names that differ from PyPI's
+ALIASES = {"python-confluent-kafka": "confluent-kafka"}
 
 
 def normalise(requirement: str) -> str:
     name = re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0]
-    return name.lower().replace("_", "-")
+    name = name.lower().replace("_", "-")
+    return ALIASES.get(name, name)
 
 
 def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     project = pyproject["project"]
     declared = {normalise(r) for r in project["dependencies"]}
-    declared |= {normalise(r) for r in project["optional-dependencies"]["test"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {normalise(r) for r in extra}
     env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
     conda = {normalise(d) for d in env["dependencies"] if isinstance(d, str)}
     non_python = {"python", "openjdk", "maven", "pip", "openssl"}
@@ -32,7 +35,9 @@ def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
 def test_lock_file_pins_every_declared_package() -> None:
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     project = pyproject["project"]
-    declared = {normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    declared = {normalise(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {normalise(r) for r in extra}
     pins = {}
     for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines():
         if line and not line.startswith("#"):

@@ -1,0 +1,79 @@
+"""Arguments shared by the recovery verbs (range, sources, spec, tolerances)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recovery.backends import CLIENTS, DEFAULT_CLIENT
+from recovery.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
+from recovery.errors import ConfigError
+from recovery.replay import DEFAULT_SLACK_MS
+from recovery.spec import PipelineSpec, load_spec
+from recovery.timerange import TimeRange, time_range
+
+TIME_HELP = "ISO-8601 (UTC if no zone, e.g. 2026-01-01T10:00) or epoch milliseconds"
+
+
+def add_range(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--from", dest="from_", metavar="TIME", required=required, help=f"range start: {TIME_HELP}")
+    parser.add_argument("--to", metavar="TIME", required=required, help=f"range end, exclusive: {TIME_HELP}")
+
+
+def parse_range(args: argparse.Namespace) -> TimeRange:
+    return time_range(args.from_, args.to)
+
+
+def add_spec(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "--spec", metavar="TOML", required=required, help="pipeline spec file (topics, fields, metrics)"
+    )
+
+
+def spec_of(args: argparse.Namespace) -> PipelineSpec | None:
+    return load_spec(args.spec) if getattr(args, "spec", None) else None
+
+
+def add_sources(parser: argparse.ArgumentParser, *, outputs: bool = True) -> None:
+    parser.add_argument(
+        "--source-raw",
+        nargs="+",
+        metavar="FILE",
+        help="read raw events from archive files (Parquet/NDJSON, directories or globs) instead of Kafka",
+    )
+    if outputs:
+        parser.add_argument(
+            "--source-outputs",
+            nargs="+",
+            metavar="FILE",
+            help="read the original outputs from archive files instead of Kafka",
+        )
+
+
+def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="worker processes reading partitions (default 1)")
+    parser.add_argument(
+        "--slack-ms",
+        type=int,
+        default=DEFAULT_SLACK_MS,
+        help=f"Kafka time read after --to for late events (default {DEFAULT_SLACK_MS})",
+    )
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default=DEFAULT_CLIENT,
+        help=f"Kafka client that reads (default {DEFAULT_CLIENT}; confluent needs confluent-kafka, much faster)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_tolerances(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--abs-tol", type=float, default=DEFAULT_ABS_TOL, help="absolute tolerance of a right value")
+    parser.add_argument("--rel-tol", type=float, default=DEFAULT_REL_TOL, help="relative tolerance of a right value")
+
+
+def positive(value: Any, name: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ConfigError(f"{name} must be >= 1, got {number}")
+    return number

@@ -1,0 +1,87 @@
+"""``recovery compare``: classify the original outputs of a range against truth."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
+from recovery.compare import compare, summarize
+from recovery.errors import DataError
+from recovery.frames import RESULTS, conform
+from recovery.recover import originals_for_range, truth_for_range
+from recovery.spec import load_spec
+
+EPILOG = """\
+examples:
+  recovery compare --spec pipeline.toml --from 2026-01-01T10:00 --to 2026-01-01T11:00 --out comparison.parquet
+  recovery compare --spec pipeline.toml --from 2026-01-01T10:00 --to 2026-01-01T11:00 --truth truth.parquet \\
+      --source-outputs archive/outputs --abs-tol 1e-6 --out comparison.parquet
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare the original outputs of a range with truth (missing, wrong, duplicate, extra, ok)",
+        description="Replay the output topic for the range, recompute truth (or read it with --truth) and "
+        "classify every (key, metric, window). Prints counts per class and writes the COMPARISON frame.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--spec", required=True, metavar="TOML", help="pipeline spec file")
+    add_range(p)
+    p.add_argument("--truth", metavar="FILE", help="RESULTS Parquet from `recovery recompute` (default: recompute)")
+    p.add_argument("--out", metavar="FILE", help="COMPARISON Parquet file to write")
+    add_sources(p)
+    add_tolerances(p)
+    add_replay_tuning(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    rng = parse_range(args)
+    if args.truth:
+        try:
+            truth = conform(pl.read_parquet(args.truth), RESULTS)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(f"cannot read truth {args.truth!r}: {exc}", path=args.truth) from None
+    else:
+        truth = truth_for_range(
+            spec,
+            rng.from_ms,
+            rng.to_ms,
+            source=args.source_raw,
+            workers=args.workers,
+            slack_ms=args.slack_ms,
+            quiet=args.quiet,
+            client=args.client,
+        ).results
+    originals, bad, outputs = originals_for_range(
+        spec,
+        rng.from_ms,
+        rng.to_ms,
+        source=args.source_outputs,
+        workers=args.workers,
+        slack_ms=args.slack_ms,
+        quiet=args.quiet,
+        client=args.client,
+    )
+    comparison = compare(
+        originals, truth, spec, from_ms=rng.from_ms, to_ms=rng.to_ms, abs_tol=args.abs_tol, rel_tol=args.rel_tol
+    )
+    print(f"outputs: {outputs.summary()}; {originals.height:,} results, {bad.height:,} unreadable")
+    for line in summarize(comparison).lines():
+        print(line)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        comparison.write_parquet(tmp)
+        tmp.replace(out)
+        print(f"comparison -> {out}")
+    return 0

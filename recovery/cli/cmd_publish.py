@@ -1,0 +1,50 @@
+"""``recovery publish``: publish an approved fix set exactly once, verify it, audit it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recovery.backends import CLIENTS, DEFAULT_CLIENT
+from recovery.config import KafkaSettings
+from recovery.publish import publish
+
+EPILOG = """\
+examples:
+  recovery publish fixes/inc-1 --dry-run      what would be written, approval and topic checks
+  recovery publish fixes/inc-1                publish (rerunning is safe: a published digest is a no-op)
+  recovery publish fixes/inc-1 --digest 3f2a...   refuse unless the fix set has exactly this digest
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="publish an approved fix set to the corrections topic (exactly once), verify, audit",
+        description="Publish the corrections of an approved fix set in one Kafka transaction "
+        "(transactional.id derived from the digest), read them back with read_committed, and write an "
+        "audit record. Crash-safe: rerun after any failure.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("fixset", metavar="DIR", help="approved fix set directory")
+    p.add_argument("--digest", help="the approved digest; publishing stops if the fix set has another")
+    p.add_argument("--dry-run", action="store_true", help="write nothing; show what would be published")
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default=DEFAULT_CLIENT,
+        help="Kafka client that publishes and reads back (confluent: librdkafka, much faster)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = publish(
+        args.fixset, KafkaSettings.from_env(), approved_digest=args.digest, dry_run=args.dry_run, client=args.client
+    )
+    for line in report.lines():
+        print(line)
+    if report.preview is not None and report.preview.height:
+        print(report.preview)
+    return 0

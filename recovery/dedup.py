@@ -1,0 +1,251 @@
+"""Deduplicate events, order them by event time, and measure data quality per key and partition.
+
+Duplicates share an ``event_id``: the first copy by (partition, offset) is kept, later copies are dropped
+and flagged ``conflicting`` when their content differs. Events are then ordered per key by event time,
+ties by ``seq``: the order truth is computed in. The quality figures say what went wrong upstream:
+seq gaps (events that never reached the topic: unrecoverable, reported as such), duplicates, the share
+of events that arrived after a later event of their key (out of order), and lateness (Kafka timestamp
+minus event time).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from recovery.frames import EVENTS, QUARANTINE, conform, empty
+from recovery.recompute import order_by_event_time
+from recovery.schema import require_columns
+from recovery.spec import FieldsSpec
+
+CONTENT = ("key", "seq", "ts", "price", "volume")
+
+# A run of seqs of one key that no valid or quarantined record carries: lost upstream. ``malformed_nearby``
+# counts quarantined records of the key whose seq is unreadable and which sit between the gap's neighbours
+# in the partition (at most ``missing``): they may be the gap's events, malformed rather than lost.
+GAPS = pl.Schema(
+    {
+        "key": pl.String,
+        "from_seq": pl.Int64,
+        "to_seq": pl.Int64,
+        "missing": pl.Int64,
+        "malformed_nearby": pl.Int64,
+    }
+)
+
+# A dropped copy of an event and the copy that was kept.
+DUPLICATES = pl.Schema(
+    {
+        "event_id": pl.String,
+        "key": pl.String,
+        "partition": pl.Int32,
+        "offset": pl.Int64,
+        "kept_partition": pl.Int32,
+        "kept_offset": pl.Int64,
+        "conflicting": pl.Boolean,
+    }
+)
+
+_STATS = {
+    "events": pl.Int64,  # unique valid events
+    "duplicates": pl.Int64,  # dropped copies
+    "conflicting": pl.Int64,  # dropped copies whose content differs from the kept one
+    "gaps": pl.Int64,  # runs of missing seqs
+    "missing": pl.Int64,  # missing seqs in those runs
+    "out_of_order": pl.Int64,  # events that arrived after a later event (by event time) of their key
+    "out_of_order_share": pl.Float64,
+    "lateness_p50_ms": pl.Float64,
+    "lateness_p99_ms": pl.Float64,
+    "lateness_max_ms": pl.Int64,
+}
+KEY_STATS = pl.Schema({"key": pl.String, **_STATS})
+PARTITION_STATS = pl.Schema({"partition": pl.Int32, **_STATS})
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    """Unique events in event-time order per key, the dropped duplicates and the quality figures."""
+
+    events: pl.DataFrame  # EVENTS, one row per event_id, sorted by key, ts, seq
+    duplicates: pl.DataFrame  # DUPLICATES
+    gaps: pl.DataFrame  # GAPS
+    by_key: pl.DataFrame  # KEY_STATS
+    by_partition: pl.DataFrame  # PARTITION_STATS
+
+    def counts(self) -> dict[str, Any]:
+        """Totals for summaries and manifests."""
+        return {
+            "events": self.events.height,
+            "duplicates": self.duplicates.height,
+            "conflicting_duplicates": int(self.duplicates.get_column("conflicting").sum() or 0),
+            "gaps": self.gaps.height,
+            "missing_events": int(self.gaps.get_column("missing").sum() or 0),
+            "lost_events": int((self.gaps.get_column("missing") - self.gaps.get_column("malformed_nearby")).sum() or 0),
+            "out_of_order": int(self.by_key.get_column("out_of_order").sum() or 0),
+        }
+
+
+def _in_arrival_order(frame: pl.DataFrame) -> pl.DataFrame:
+    p, o = pl.col("partition"), pl.col("offset")
+    arrived = (p > p.shift(1)) | ((p == p.shift(1)) & (o > o.shift(1)))
+    if frame.height < 2 or frame.select(arrived.fill_null(True).all()).item():
+        return frame
+    return frame.sort("partition", "offset", maintain_order=True)
+
+
+def _sorted_by_key_and(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``frame`` sorted by key, then ``column`` (an integer), stable; one integer sort when it fits 62 bits."""
+    k, c = pl.col("key"), pl.col(column)
+    ordered = (k > k.shift(1)) | ((k == k.shift(1)) & (c >= c.shift(1)))
+    if frame.height < 2 or frame.select(ordered.fill_null(True).all()).item():
+        return frame
+    keys = frame.get_column("key").unique().sort()
+    lo, hi = frame.select(c.min().alias("lo"), c.max().alias("hi")).row(0)
+    key_bits, value_bits = max(1, (keys.len() - 1).bit_length()), max(1, (hi - lo).bit_length())
+    if keys.null_count() or key_bits + value_bits > 62:
+        return frame.sort("key", column, maintain_order=True)
+    rank = k.replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
+    return frame.sort(rank * (1 << value_bits) + (c - lo), maintain_order=True)
+
+
+def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(unique EVENTS in arrival order, DUPLICATES): the first copy of each event_id by (partition, offset) wins."""
+    arrived = _in_arrival_order(conform(events, EVENTS))
+    first = pl.col("event_id").is_first_distinct()
+    if arrived.select(first.all()).item() if arrived.height else True:
+        return arrived, empty(DUPLICATES)
+    marked = arrived.with_columns(first.alias("_first"))
+    kept = marked.filter("_first").drop("_first")
+    dropped = marked.filter(~pl.col("_first")).drop("_first")
+    originals = kept.filter(pl.col("event_id").is_in(dropped.get_column("event_id").implode())).select(
+        "event_id",
+        pl.col("partition").alias("kept_partition"),
+        pl.col("offset").alias("kept_offset"),
+        *[pl.col(c).alias(f"_kept_{c}") for c in CONTENT],
+    )
+    joined = dropped.join(originals, on="event_id", how="left")
+    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_kept_{c}")) for c in CONTENT])
+    duplicates = joined.with_columns(differs.alias("conflicting")).sort("partition", "offset")
+    return kept, conform(duplicates, DUPLICATES)
+
+
+def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | None = None) -> pl.DataFrame:
+    """(key, seq, partition, offset) of quarantined records; seq is null where the raw value does not show it."""
+    fields = fields or FieldsSpec()
+    schema = {"key": pl.String, "seq": pl.Int64, "partition": pl.Int32, "offset": pl.Int64}
+    if quarantine.height == 0:
+        return pl.DataFrame(schema=schema)
+    seq_name, key_name = re.escape(json.dumps(fields.seq)), re.escape(json.dumps(fields.key))
+    seq = pl.col("value").str.extract(rf"{seq_name}\s*:\s*(\d{{1,18}})\s*[,}}]").cast(pl.Int64, strict=False)
+    key = pl.coalesce(pl.col("value").str.extract(rf'{key_name}\s*:\s*"([^"\\]*)"'), pl.col("key"))
+    found = conform(quarantine, QUARANTINE).select(key.alias("key"), seq.alias("seq"), "partition", "offset")
+    return found.filter(pl.col("key").is_not_null()).cast(schema)  # type: ignore[arg-type]
+
+
+def seq_gaps(events: pl.DataFrame, quarantined: pl.DataFrame | None = None) -> pl.DataFrame:
+    """GAPS: runs of seqs missing between the seqs a key's events (and quarantined records) carry."""
+    seen = events.select("key", "seq", "partition", "offset")
+    unreadable = None
+    if quarantined is not None and quarantined.height:
+        known = quarantined.filter(pl.col("seq").is_not_null()).select(seen.columns)
+        seen = pl.concat([seen, known.cast(dict(seen.schema))])  # type: ignore[arg-type]
+        unreadable = quarantined.filter(pl.col("seq").is_null()).select("key", "partition", "offset")
+    if seen.height == 0:
+        return empty(GAPS)
+    ordered = _sorted_by_key_and(seen, "seq")
+    same_key = pl.col("key") == pl.col("key").shift(-1)
+    gaps = (
+        ordered.with_columns(
+            pl.when(same_key).then(pl.col("seq").shift(-1)).alias("_next_seq"),
+            pl.when(same_key).then(pl.col("offset").shift(-1)).alias("_next_offset"),
+        )
+        .filter(pl.col("_next_seq") - pl.col("seq") > 1)
+        .with_columns(
+            (pl.col("seq") + 1).alias("from_seq"),
+            (pl.col("_next_seq") - 1).alias("to_seq"),
+            (pl.col("_next_seq") - pl.col("seq") - 1).alias("missing"),
+            pl.min_horizontal("offset", "_next_offset").alias("_lo"),
+            pl.max_horizontal("offset", "_next_offset").alias("_hi"),
+        )
+    )
+    if unreadable is not None and unreadable.height and gaps.height:
+        nearby = (
+            gaps.select("key", "from_seq", "partition", "_lo", "_hi")
+            .join(unreadable.rename({"offset": "_q"}), on=["key", "partition"], how="inner")
+            .filter(pl.col("_q").is_between(pl.col("_lo"), pl.col("_hi"), closed="none"))
+            .group_by("key", "from_seq")
+            .agg(pl.len().cast(pl.Int64).alias("_near"))
+        )
+        gaps = gaps.join(nearby, on=["key", "from_seq"], how="left")
+    else:
+        gaps = gaps.with_columns(pl.lit(None, dtype=pl.Int64).alias("_near"))
+    gaps = gaps.with_columns(pl.min_horizontal(pl.col("_near").fill_null(0), "missing").alias("malformed_nearby"))
+    return conform(gaps.sort("key", "from_seq"), GAPS)
+
+
+def _quality(unique: pl.DataFrame, duplicates: pl.DataFrame, gaps: pl.DataFrame, by: str) -> pl.DataFrame:
+    """Quality figures grouped by ``key`` or ``partition`` (``unique`` is in arrival order)."""
+    schema = KEY_STATS if by == "key" else PARTITION_STATS
+    if unique.height == 0:
+        return empty(schema)
+    late_ms = pl.col("timestamp_ms") - pl.col("ts")
+    seen_max = pl.col("ts").cum_max().shift(1).over("key")
+    marked = unique.with_columns((pl.col("ts") < seen_max).fill_null(False).alias("_ooo"), late_ms.alias("_late"))
+    stats = marked.group_by(by).agg(
+        pl.len().alias("events"),
+        pl.col("_ooo").sum().alias("out_of_order"),
+        pl.col("_late").quantile(0.5, "nearest").alias("lateness_p50_ms"),
+        pl.col("_late").quantile(0.99, "nearest").alias("lateness_p99_ms"),
+        pl.col("_late").max().alias("lateness_max_ms"),
+    )
+    dups = duplicates.group_by(by).agg(pl.len().alias("duplicates"), pl.col("conflicting").sum().alias("conflicting"))
+    if by == "key":
+        gap_stats = gaps.group_by("key").agg(pl.len().alias("gaps"), pl.col("missing").sum().alias("missing"))
+    else:
+        home = unique.group_by("key").agg(pl.col("partition").first())
+        gap_stats = (
+            gaps.join(home, on="key", how="inner")
+            .group_by("partition")
+            .agg(pl.len().alias("gaps"), pl.col("missing").sum().alias("missing"))
+        )
+    combined = (
+        stats.join(dups, on=by, how="left")
+        .join(gap_stats, on=by, how="left")
+        .with_columns(pl.col("duplicates", "conflicting", "gaps", "missing").fill_null(0))
+        .with_columns((pl.col("out_of_order") / pl.col("events")).alias("out_of_order_share"))
+        .sort(by)
+    )
+    return conform(combined, schema)
+
+
+def dedup(
+    events: pl.DataFrame, *, quarantine: pl.DataFrame | None = None, fields: FieldsSpec | None = None
+) -> DedupResult:
+    """Unique events ordered per key by (ts, seq), with duplicates, seq gaps and quality figures.
+
+    Seqs that a quarantined record still shows (``quarantine``) are malformed, not lost, so they do not
+    count as gaps; quarantined records whose seq is unreadable are noted next to the gaps they may fill.
+    """
+    require_columns(events, EVENTS, "EVENTS")
+    if quarantine is not None:
+        require_columns(quarantine, QUARANTINE, "QUARANTINE")
+    unique, duplicates = drop_duplicates(events)
+    quarantined = quarantined_seqs(quarantine, fields) if quarantine is not None else None
+    gaps = seq_gaps(unique, quarantined)
+    return DedupResult(
+        events=order_by_event_time(unique),
+        duplicates=duplicates,
+        gaps=gaps,
+        by_key=_quality(unique, duplicates, gaps, "key"),
+        by_partition=_quality(unique, duplicates, gaps, "partition"),
+    )
+
+
+def lateness(events: pl.DataFrame) -> pl.DataFrame:
+    """Per event: partition, key, event time and lateness (Kafka timestamp - event time), for histograms."""
+    frame = conform(events, EVENTS)
+    return frame.select("partition", "key", "ts", (pl.col("timestamp_ms") - pl.col("ts")).alias("lateness_ms"))

@@ -1,0 +1,71 @@
+"""The replay backends' configuration and frame building (no broker)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from recovery.backends import CLIENTS, DEFAULT_CLIENT, check_client, librdkafka_config, records_frame
+from recovery.config import KafkaSettings, Secret
+from recovery.errors import ConfigError
+from recovery.frames import RECORDS
+
+
+def test_kafka_python_stays_the_default_client() -> None:
+    assert DEFAULT_CLIENT == "kafka-python"
+    assert CLIENTS == ("kafka-python", "confluent")
+    assert check_client("kafka-python") == "kafka-python"
+
+
+def test_unknown_client_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown client 'librdkafka'.*kafka-python, confluent"):
+        check_client("librdkafka")
+
+
+def test_librdkafka_config_maps_sasl_and_ssl_settings() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers="a:9093,b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="alice",
+        sasl_password=Secret("s3cret"),
+        request_timeout_ms=7_000,
+    )
+    config = librdkafka_config(settings, "read_uncommitted")
+    assert config["bootstrap.servers"] == "a:9093,b:9093"
+    assert config["security.protocol"] == "SASL_SSL"
+    assert (config["sasl.mechanisms"], config["sasl.username"], config["sasl.password"]) == (
+        "SCRAM-SHA-512",
+        "alice",
+        "s3cret",
+    )
+    assert config["isolation.level"] == "read_uncommitted"
+    assert config["socket.timeout.ms"] == 7_000
+    assert config["enable.auto.commit"] is False
+    assert "ssl.ca.location" not in config  # no CA file given: librdkafka uses the system store
+
+
+def test_plaintext_config_carries_no_credentials() -> None:
+    config = librdkafka_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    assert config["isolation.level"] == "read_committed"
+    assert not any(key.startswith(("sasl.", "ssl.")) for key in config)
+
+
+def test_records_frame_has_the_records_schema() -> None:
+    frame = records_frame(3, [10, 11], [1_000, 1_001], [b"k", None], [b"v", b"\xff"])
+    expected = pl.DataFrame(
+        {
+            "partition": [3, 3],
+            "offset": [10, 11],
+            "timestamp_ms": [1_000, 1_001],
+            "key": [b"k", None],
+            "value": [b"v", b"\xff"],
+        },
+        schema=RECORDS,
+    )
+    assert_frame_equal(frame, expected)
+
+
+def test_records_frame_of_nothing_is_empty_with_the_schema() -> None:
+    assert_frame_equal(records_frame(0, [], [], [], []), pl.DataFrame(schema=RECORDS))

@@ -1,0 +1,123 @@
+"""Dedup by event id, event-time order per key, and the data-quality figures."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, dedup, lateness, seq_gaps
+from recovery.errors import DataError
+from recovery.frames import EVENTS, QUARANTINE
+
+# partition, offset, timestamp_ms, event_id, key, seq, ts, price, volume
+ROWS = [
+    (0, 0, 105, "A-1", "A", 1, 100, 1.0, 1.0),
+    (0, 1, 112, "A-2", "A", 2, 110, 2.0, 1.0),
+    (0, 2, 113, "A-1", "A", 1, 100, 1.0, 1.0),  # consistent duplicate of offset 0
+    (0, 3, 200, "A-4", "A", 4, 140, 4.0, 1.0),  # seq 3 never arrived
+    (0, 4, 201, "A-2", "A", 2, 110, 9.0, 1.0),  # conflicting duplicate of offset 1
+    (0, 5, 202, "A-5", "A", 5, 120, 5.0, 1.0),  # out of order: event time before A-4's
+    (1, 0, 50, "B-1", "B", 1, 40, 5.0, 2.0),
+    (1, 1, 60, "B-2", "B", 2, 60, 6.0, 2.0),
+    (1, 2, 61, "B-5", "B", 5, 61, 7.0, 2.0),  # seq 3 quarantined, seq 4 lost
+]
+
+
+def events(rows: list[tuple] = ROWS) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=EVENTS, orient="row")
+
+
+def quarantine() -> pl.DataFrame:
+    row = (1, 3, 70, "B", '{"event_id":"B-3","symbol":"B","seq":3,"ts":55,"price":"x"}', "wrong type: price")
+    return pl.DataFrame([row], schema=QUARANTINE, orient="row")
+
+
+def test_first_copy_by_offset_is_kept_and_events_are_in_event_time_order() -> None:
+    result = dedup(events())
+    expected = events(
+        [ROWS[0], ROWS[1], ROWS[5], ROWS[3], ROWS[6], ROWS[7], ROWS[8]]  # A by (ts, seq), then B
+    )
+    assert_frame_equal(result.events, expected)
+
+
+def test_duplicates_name_the_kept_copy_and_flag_conflicts() -> None:
+    expected = pl.DataFrame(
+        [("A-1", "A", 0, 2, 0, 0, False), ("A-2", "A", 0, 4, 0, 1, True)], schema=DUPLICATES, orient="row"
+    )
+    assert_frame_equal(dedup(events()).duplicates, expected)
+
+
+def test_ties_in_event_time_are_broken_by_seq() -> None:
+    rows = [(0, 0, 10, "K-2", "K", 2, 10, 2.0, 1.0), (0, 1, 11, "K-1", "K", 1, 10, 1.0, 1.0)]
+    assert dedup(events(rows)).events.get_column("seq").to_list() == [1, 2]
+
+
+def test_seq_gaps_exclude_quarantined_seqs() -> None:
+    result = dedup(events(), quarantine=quarantine())
+    expected = pl.DataFrame([("A", 3, 3, 1, 0), ("B", 4, 4, 1, 0)], schema=GAPS, orient="row")
+    assert_frame_equal(result.gaps, expected)
+    without = dedup(events())
+    assert without.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 0)]
+
+
+def test_quarantined_records_with_unreadable_seqs_are_noted_next_to_the_gap_they_may_fill() -> None:
+    # B-2 at offset 1 and B-5 at offset 9: seqs 3 and 4 are missing; one unreadable B record lies between
+    rows = [*ROWS[:8], (1, 9, 61, "B-5", "B", 5, 61, 7.0, 2.0)]
+    unreadable = pl.DataFrame(
+        [
+            (1, 4, 58, "B", '{"event_id":"B-3","sym', "bad JSON: truncated"),
+            (1, 12, 70, "B", "", "empty value: no bytes"),  # after B-5: not in this gap
+        ],
+        schema=QUARANTINE,
+        orient="row",
+    )
+    result = dedup(events(rows), quarantine=unreadable)
+    assert result.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 1)]
+    assert result.counts()["missing_events"] == 3
+    assert result.counts()["lost_events"] == 2
+
+
+def test_quality_per_key_and_partition() -> None:
+    result = dedup(events(), quarantine=quarantine())
+    by_key = pl.DataFrame(
+        [
+            ("A", 4, 2, 1, 1, 1, 1, 0.25, 60.0, 82.0, 82),
+            ("B", 3, 0, 0, 1, 1, 0, 0.0, 0.0, 10.0, 10),
+        ],
+        schema=KEY_STATS,
+        orient="row",
+    )
+    assert_frame_equal(result.by_key, by_key)
+    by_partition = by_key.rename({"key": "partition"}).with_columns(pl.Series("partition", [0, 1], dtype=pl.Int32))
+    assert_frame_equal(result.by_partition, by_partition.select(PARTITION_STATS.names()).cast(PARTITION_STATS))
+    assert result.counts() == {
+        "events": 7,
+        "duplicates": 2,
+        "conflicting_duplicates": 1,
+        "gaps": 2,
+        "missing_events": 2,
+        "lost_events": 2,
+        "out_of_order": 1,
+    }
+
+
+def test_lateness_is_kafka_time_minus_event_time() -> None:
+    late = lateness(events(ROWS[:2]))
+    assert late.get_column("lateness_ms").to_list() == [5, 2]
+
+
+def test_empty_input_keeps_the_schemas() -> None:
+    result = dedup(pl.DataFrame(schema=EVENTS), quarantine=pl.DataFrame(schema=QUARANTINE))
+    assert_frame_equal(result.events, pl.DataFrame(schema=EVENTS))
+    assert_frame_equal(result.duplicates, pl.DataFrame(schema=DUPLICATES))
+    assert_frame_equal(result.gaps, pl.DataFrame(schema=GAPS))
+    assert_frame_equal(result.by_key, pl.DataFrame(schema=KEY_STATS))
+    assert_frame_equal(result.by_partition, pl.DataFrame(schema=PARTITION_STATS))
+    assert_frame_equal(seq_gaps(pl.DataFrame(schema=EVENTS)), pl.DataFrame(schema=GAPS))
+    assert result.counts()["events"] == 0
+
+
+def test_a_frame_that_is_not_events_is_refused() -> None:
+    with pytest.raises(DataError, match="expected a EVENTS frame, it lacks column.*event_id"):
+        dedup(pl.DataFrame({"key": ["A"], "seq": [1]}))
