@@ -11,7 +11,7 @@ RECOVERY := $(BIN)/recovery
 SPEC ?= pipeline.toml
 PYTEST_ARGS ?=
 
-.PHONY: help chromium setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
+.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,16 @@ report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_com
 
 reconcile: setup ## the scheduled reconciliation report (exit 3 when discrepancies exceed the threshold)
 	$(RECOVERY) report 00_reconciliation -f notebooks/params/reconcile.yaml $(REPORT_ARGS)
+
+bench-setup: setup ## install kcat (Debian package), the client-side baseline of the benchmarks
+	@command -v kcat >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kcat >/dev/null; }
+
+bench: bench-setup ## benchmarks on its own broker: prints a table, writes docs/benchmarks.md (BENCH_ARGS="--scenarios 1m")
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: setup ## long fault trials (SIGKILLed publishes, broker restarts) on the real broker
+	RECOVERY_SOAK=1 $(BIN)/pytest -m slow tests/integration $(PYTEST_ARGS)
 
 lab: setup ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab notebooks/

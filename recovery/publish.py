@@ -347,6 +347,16 @@ def publish(
         # fences earlier runs of this digest and resolves their open transaction (abort, or finish a commit);
         # only then is it known what they committed
         tx.init()
+        # a concurrent run of this digest may have finished (audit record committed) between the history
+        # read above and init: after init it cannot commit anything more, so its audit record is visible now
+        done = read_audit(settings, audit_topic, digest=fixset.digest, event="publish")
+        if done:
+            report.status, report.audit = "already-published", done[-1]
+            report.audit_at = f"{audit_topic}[{done[-1]['_partition']}]@{done[-1]['_offset']}"
+            report.offsets = done[-1].get("offsets", {})
+            report.notes.append(f"published at {done[-1].get('time')} by a concurrent run")
+            report.total_s = time.monotonic() - started
+            return report
         begins = read_audit(settings, audit_topic, digest=fixset.digest, event="publish-begin")
         since = _earliest([{int(k): v for k, v in b["since"].items()} for b in begins]) if begins else None
         committed = 0  # no begin record: no earlier run sent anything (each writes one before sending)

@@ -135,7 +135,24 @@ def originals_for_range(
         client=client,
     )
     originals, bad = decode_outputs(outputs.frame())
+    check_metric_names(spec, originals, out_source.describe())
     return originals, bad, outputs
+
+
+def check_metric_names(spec: PipelineSpec, originals: pl.DataFrame, where: str) -> None:
+    """Refuse outputs whose metric names do not match the spec's: a spec metric without any output while the
+    outputs hold metrics the spec does not know is a misnamed metric, and would turn into a fix set that
+    re-publishes everything as missing. Outputs of other metrics next to a matching spec are fine (a subset).
+    """
+    found = set(originals.get_column("metric").unique().drop_nulls().to_list())
+    known = {m.name for m in spec.metrics}
+    unknown, absent = sorted(found - known), sorted(known - found)
+    if unknown and absent:
+        raise ConfigError(
+            f"the outputs in {where} hold metrics the spec does not define ({', '.join(unknown[:5])}) and none of "
+            f"the spec's {', '.join(absent[:5])}",
+            hint="make the metric names in the spec match the live pipeline's (spec [[metrics]] name = ...)",
+        )
 
 
 @dataclass

@@ -221,3 +221,57 @@ def test_superuser_reaches_everything_over_sasl(cluster: SaslCluster, topic: Cal
     name = topic("sec-any-")
     produce(cluster.settings("admin"), name, 3)
     assert len(read_all(cluster.settings("reader"), name)) == 3
+
+
+def test_publish_without_write_acl_is_refused_and_writes_nothing(
+    cluster: SaslCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A user allowed everything a publish needs except WRITE on the corrections topic: AuthError, and
+    neither a correction nor a publish audit record (the attempt's publish-begin record remains)."""
+    from kafka.admin import UserScramCredentialUpsertion
+
+    from recovery.audit import ensure_audit_topic, read_audit
+    from recovery.fixes import approve
+    from recovery.publish import CORRECTIONS_CONFIG, publish
+    from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
+    from tests.integration.test_publish import write_fix
+
+    user, password = f"pub{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(16)
+    base = f"{uuid.uuid4().hex[:8]}"
+    topics = TopicsSpec(
+        raw=f"sec-p-{base}.raw", output=f"sec-p-{base}.out", corrections=f"sec-c-{base}", audit=f"sec-p-{base}.audit"
+    )
+    spec = PipelineSpec(topics, FieldsSpec(), (MetricSpec("sma_5", "sma", n=5),))
+    boss = cluster.superuser
+    ensure_topic(boss, topics.corrections, 3, CORRECTIONS_CONFIG)
+    ensure_audit_topic(boss, topics.audit)
+    read, write, describe = ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE
+    acls = [_allow(user, op, ResourceType.TOPIC, f"sec-p-{base}") for op in (read, write, describe)]
+    configs = ACLOperation.DESCRIBE_CONFIGS
+    acls += [_allow(user, op, ResourceType.TOPIC, topics.corrections) for op in (read, describe, configs)]  # no WRITE
+    acls += [_allow(user, op, ResourceType.TRANSACTIONAL_ID, "recovery-publish-") for op in (write, describe)]
+    with admin(boss) as client:
+        upsert = UserScramCredentialUpsertion(user, "SCRAM-SHA-512", password)
+        assert not any(client.alter_user_scram_credentials([upsert]).values())
+        assert not client.create_acls(acls)["failed"]
+    settings = KafkaSettings.from_env(
+        env={**cluster.env("writer"), "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": password}
+    )
+    directory = tmp_path_factory.mktemp("pub") / "fx"
+    fixset = write_fix(spec, directory, n=30)
+    approve(directory, "carol", boss)
+    deadline = time.monotonic() + 20
+    while True:  # new SCRAM credentials reach the broker's metadata shortly after they are written
+        try:
+            new_admin(settings).close()
+            break
+        except AuthError:
+            assert time.monotonic() < deadline, "the new user could not log in"
+    with pytest.raises(
+        AuthError,
+        match=rf"not authorized while publishing .* as User:{user}: .*TopicAuthorization.*{topics.corrections}",
+    ) as refused:
+        publish(directory, settings)
+    assert password not in str(refused.value)
+    assert offsets(boss, topics.corrections).messages == 0
+    assert read_audit(boss, topics.audit, digest=fixset.digest, event="publish") == []
