@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="RSS cap of a stage's process tree; a stage above it is stopped and reported (default 10)",
     )
     p.add_argument(
+        "--resume",
+        metavar="JSON",
+        help="continue an interrupted run: rows measured in this checkpoint (--json, or WORK/results-partial.json) "
+        "are kept, the others measured",
+    )
+    p.add_argument(
         "--merge",
         metavar="JSON",
         help="results (--json) of an earlier run: its rows that this run does not measure again are kept",
@@ -116,6 +122,14 @@ class Bench:
         self.profiles: dict[str, list[dict[str, Any]]] = {}
         self.merged_from = ""
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONPATH": str(ROOT)}
+        self.kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+        if args.resume and Path(args.resume).is_file():
+            earlier = json.loads(Path(args.resume).read_text())
+            self.kept = {_row_key(r): r for r in earlier.get("rows", []) if r["status"] == "ok"}
+            self.checks = list(earlier.get("checks", []))
+            self.profiles = dict(earlier.get("profiles", {}))
+            print(f"resuming: {len(self.kept)} measured rows kept from {args.resume}", flush=True)
+        self.checkpoint_path = Path(args.json_out or Path(args.work) / "results-partial.json")
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -130,9 +144,30 @@ class Bench:
             raise RuntimeError(f"stage {stage} failed (exit {run.returncode}):\n" + "\n".join(tail))
         return run
 
+    def checkpoint(self) -> None:
+        """Write what was measured so far (``--resume`` continues from it after an interruption)."""
+        data = {"rows": self.rows, "checks": list(dict.fromkeys(self.checks)), "profiles": self.profiles}
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.replace(self.checkpoint_path)
+
+    def _kept(self, name: str, sc: Scenario, columns: dict[str, Any]) -> Measurement | None:
+        """The measurement of this row from the run being resumed, if it has one."""
+        row = self.kept.get((sc.name, name, columns.get("client", ""), str(columns.get("workers", ""))))
+        if row is None:
+            return None
+        runs = [
+            Run(r["wall_s"], r["peak_rss_mb"], 0, {"seconds": r["seconds"]}, cpu_s=r.get("cpu_s") or 0.0)
+            for r in row["runs"]
+        ]
+        columns.pop("notes", None)
+        return Measurement(name, sc.name, row["items"], runs, row.get("notes", ""), "ok", row.get("extra", {}))
+
     def add(self, m: Measurement, **columns: Any) -> Measurement:
         row = {**m.to_dict(), **columns}
         self.rows.append(row)
+        self.checkpoint()
         rate = f"{m.per_s:,.0f}/s" if m.per_s else ""
         secs = f"{m.seconds:.2f} s" if m.seconds is not None else m.status
         rss = f"{m.peak_rss_mb:,.0f} MB" if m.peak_rss_mb is not None else ""
@@ -142,6 +177,9 @@ class Bench:
 
     def stage(self, name: str, sc: Scenario, stage: str, params: dict[str, Any], **columns: Any) -> Measurement:
         """Run ``stage`` ``--runs`` times and add its row (pending/failed rows say why)."""
+        kept = self._kept(name, sc, columns)
+        if kept is not None:
+            return self.add(kept, **columns)
         runs: list[Run] = []
         status, notes = "ok", columns.pop("notes", "")
         extra: dict[str, Any] = {}
@@ -167,6 +205,9 @@ class Bench:
         self, name: str, sc: Scenario, cmd: list[str], items: int, discard_stdout: bool = False, **columns: Any
     ) -> Measurement:
         """Run an external command ``--runs`` times (wall time, peak RSS of its process tree)."""
+        kept = self._kept(name, sc, columns)
+        if kept is not None:
+            return self.add(kept, **columns)
         runs = []
         status, notes = "ok", columns.pop("notes", "")
         for _ in range(self.args.runs):
@@ -315,7 +356,7 @@ class Bench:
                 timings = m.extra.get("timings_s")
                 if timings:
                     self.rows[-1]["notes"] = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total")
-        if "profile" in stages and sc == a.scenario_list[0]:
+        if "profile" in stages and sc == a.scenario_list[0] and not self.profiles:
             self.profile(sc)
 
     def profile(self, sc: Scenario) -> None:
@@ -368,6 +409,14 @@ class Bench:
 
     def group(self, sc: Scenario, topic: str, records: int) -> None:
         """One `recovery replay` process, then two in one consumer group: same records, and how long each took."""
+        names = ("recovery replay CLI, 1 process", "recovery replay CLI, 2 processes in one group")
+        columns = ({"client": "kafka-python", "workers": 1}, {"client": "kafka-python", "workers": "2 x 1"})
+        kept = [self._kept(n, sc, dict(c)) for n, c in zip(names, columns, strict=True)]
+        if all(kept):
+            for m, c in zip(kept, columns, strict=True):
+                assert m is not None
+                self.add(m, **c)
+            return
         base = Path(self.args.work) / sc.name / "group"
         shutil.rmtree(base, ignore_errors=True)
         offsets = [f"{p}:0-" for p in range(sc.partitions)]
@@ -615,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         "broker_heap": "-" if broker is None else args.heap,
         "rows": bench.rows,
         "targets": bench.targets(),
-        "checks": bench.checks,
+        "checks": list(dict.fromkeys(bench.checks)),
         "profiles": bench.profiles,
         "merged_from": bench.merged_from,
     }
@@ -623,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report.table(bench.rows)))
     print()
     print("\n".join(report.targets_table(results["targets"])))
-    for check in bench.checks:
+    for check in results["checks"]:
         print(f"- {check}")
     if args.out:
         report.write_doc(Path(args.out), results)
