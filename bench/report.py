@@ -225,7 +225,11 @@ the text outside them is kept.
 - **Stages** run each in a fresh Python process with the package's public functions; *seconds* is the
   stage's own timing (input loading and interpreter start-up excluded; for `replay` and `recover` it is the
   whole call, connections and worker start-up included). Inputs of the in-memory stages (records, events,
-  truth, originals, comparison) are written once per scenario as Parquet by a `prepare` step.
+  truth, originals, comparison) are written once per scenario as Parquet by a `prepare` step. `recompute`
+  is the median of three calls in one process (the steady state of a recovery, which calls it once per key
+  group in a long-lived worker); the first call of the process is given in the notes.
+- **recover** runs the default engine (`auto`: partition by partition, `recovery.partitioned`) with 2
+  worker processes; at 1M the in-memory engine (what `recover` did before) is measured too, for comparison.
 - **items/s**: records per second for replays and decoding, events per second for validate + dedup,
   recompute and the deque loop, results (originals + truth) for compare, comparison rows for the fix set,
   corrections for publish (the whole `publish()`: transaction, read_committed verification, audit record),

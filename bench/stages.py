@@ -362,8 +362,13 @@ def recompute(p: dict[str, Any]) -> dict[str, Any]:
     sc = _scenario(p)
     spec = _only(_spec(p), p["kinds"])
     events = pl.read_parquet(_work(p) / EVENTS)
-    results, seconds = _timed(lambda: recompute_(events, spec, from_ms=sc.from_ms, to_ms=sc.to_ms))
-    return {"seconds": seconds, "items": events.height, "results": results.height}
+    # steady state, as in a recovery (one call per key group in a long-lived worker): the median of three
+    # calls in one process; the first call (allocator and thread pool warming up) is reported beside it
+    calls = [
+        _timed(lambda: recompute_(events, spec, from_ms=sc.from_ms, to_ms=sc.to_ms, presorted=True)) for _ in range(3)
+    ]
+    seconds = sorted(s for _, s in calls)[1]
+    return {"seconds": seconds, "items": events.height, "results": calls[0][0].height, "first_call_s": calls[0][1]}
 
 
 @stage
@@ -503,6 +508,8 @@ def recover(p: dict[str, Any]) -> dict[str, Any]:
         if "client" not in inspect.signature(recover_).parameters:
             raise Pending("recover() has no client parameter yet")
         options["client"] = client
+    if p.get("engine"):
+        options["engine"] = p["engine"]
     out = _work(p) / f"recover-{time.time_ns() % 10**12}"
     report, seconds = _timed(
         lambda: recover_(
@@ -516,6 +523,7 @@ def recover(p: dict[str, Any]) -> dict[str, Any]:
             **options,
         )
     )
+    digest = report.fixset.digest
     shutil.rmtree(out, ignore_errors=True)
     items = report.truth.replay.count + report.outputs_replay.count
     return {
@@ -525,6 +533,8 @@ def recover(p: dict[str, Any]) -> dict[str, Any]:
         "output_records": report.outputs_replay.count,
         "timings_s": {k: round(v, 2) for k, v in report.timings_s.items()},
         "corrections": report.fixset.corrections.height,
+        "engine": report.engine,
+        "digest": digest,
     }
 
 

@@ -16,6 +16,7 @@ import gc
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, NoReturn
 
 import polars as pl
@@ -42,13 +43,15 @@ _FETCH_CONFIG: dict[str, Any] = {
     "enable.partition.eof": True,  # tells when the log end is reached (a trailing transaction marker)
     "auto.offset.reset": "earliest",
     "check.crcs": True,
-    "fetch.max.bytes": 64 * 1024 * 1024,
+    "fetch.max.bytes": 16 * 1024 * 1024,
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    "queued.max.messages.kbytes": 256 * 1024,
-    "queued.min.messages": 500_000,
+    "queued.max.messages.kbytes": 32 * 1024,  # prefetch per consumer: ample, and bounds a worker's memory
+    "queued.min.messages": 200_000,
     "fetch.wait.max.ms": 10,
 }
 
+
+_second = itemgetter(1)
 
 # offsets, timestamps, keys, values of the records collected so far
 _Columns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
@@ -215,11 +218,11 @@ class ConfluentReader:
                     position = max(position, log_end)
                 if data_end is None and time.monotonic() - progressed > self.stall_s:
                     self._raise_stall(where, position, end)
-                while len(offsets) >= batch_records:
-                    n = batch_records
-                    yield records_frame(partition, offsets[:n], stamps[:n], keys[:n], values[:n])
+                if len(offsets) >= batch_records:
+                    frame = records_frame(partition, offsets, stamps, keys, values)
                     for col in columns:
-                        del col[:batch_records]
+                        col.clear()
+                    yield from (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
             if offsets:
                 yield records_frame(partition, offsets, stamps, keys, values)
         finally:
@@ -253,7 +256,7 @@ class ConfluentReader:
             offsets.extend(range(first, last + 1))  # contiguous offsets: no per-record call
         else:
             offsets.extend([m.offset() for m in batch])
-        stamps.extend([ts for _, ts in map(message.timestamp, batch)])
+        stamps.extend(map(_second, map(message.timestamp, batch)))  # (type, ms) pairs
         keys.extend(map(message.key, batch))
         values.extend(map(message.value, batch))
         return last + 1, log_end

@@ -169,15 +169,6 @@ def status_counts(comparison: pl.DataFrame) -> dict[str, int]:
     return counts
 
 
-def _wide(comparison: pl.DataFrame, by: list[pl.Expr], names: list[str]) -> pl.DataFrame:
-    counts = [(pl.col("status") == s).sum().cast(pl.Int64).alias(s) for s in STATUSES]
-    if comparison.height == 0:
-        return pl.DataFrame(
-            schema={**{n: pl.String for n in names}, **{s: pl.Int64 for s in STATUSES}, "total": pl.Int64}
-        )
-    return comparison.group_by(by).agg(*counts, pl.len().cast(pl.Int64).alias("total")).sort(names)
-
-
 @dataclass(frozen=True)
 class ComparisonSummary:
     """Counts per status overall, per key, per metric and per time bucket (wide: one column per status)."""
@@ -209,26 +200,67 @@ class ComparisonSummary:
         return out
 
 
+SUMMARY_GRAIN_MS = 60_000  # time grain of summary counts: every default bucket is a whole number of them
+
+
+def summary_counts(comparison: pl.DataFrame, *, grain_ms: int = SUMMARY_GRAIN_MS) -> pl.DataFrame:
+    """Rows per (key, metric, ``grain_ms`` time bucket) and status: the mergeable form of a summary.
+
+    Counts of disjoint parts of a comparison (one per partition) concatenated give the same summary as the
+    whole comparison (:func:`summarize_counts`).
+    """
+    frame = conform(comparison, COMPARISON)
+    status = pl.col("status")
+    return frame.group_by("key", "metric", (pl.col("time_ms") // grain_ms * grain_ms).alias("grain_ms")).agg(
+        *[(status == s).sum().cast(pl.Int64).alias(s) for s in STATUSES],
+        ((status == "duplicate") & pl.col("conflicting")).sum().cast(pl.Int64).alias("conflicting"),
+        pl.col("time_ms").min().alias("lo"),
+        pl.col("time_ms").max().alias("hi"),
+    )
+
+
+def _wide(counts: pl.DataFrame, by: list[pl.Expr], names: list[str]) -> pl.DataFrame:
+    if counts.height == 0:
+        return pl.DataFrame(
+            schema={**{n: pl.String for n in names}, **{s: pl.Int64 for s in STATUSES}, "total": pl.Int64}
+        )
+    sums = [pl.col(s).sum().alias(s) for s in STATUSES]
+    total = pl.sum_horizontal(*STATUSES).cast(pl.Int64).alias("total")
+    return counts.group_by(by).agg(sums).with_columns(total).sort(names)
+
+
 def summarize(comparison: pl.DataFrame, *, bucket_ms: int | None = None) -> ComparisonSummary:
     """Summaries of a COMPARISON frame; ``bucket_ms`` defaults to about 50 buckets over the range, in minutes."""
-    frame = conform(comparison, COMPARISON)
+    if bucket_ms is not None and bucket_ms < 1:
+        raise ConfigError(f"bucket_ms must be >= 1, got {bucket_ms}")
+    grain = SUMMARY_GRAIN_MS if bucket_ms is None or bucket_ms % SUMMARY_GRAIN_MS == 0 else bucket_ms
+    return summarize_counts(summary_counts(comparison, grain_ms=grain), bucket_ms=bucket_ms, grain_ms=grain)
+
+
+def summarize_counts(
+    counts: pl.DataFrame, *, bucket_ms: int | None = None, grain_ms: int = SUMMARY_GRAIN_MS
+) -> ComparisonSummary:
+    """The summary from :func:`summary_counts` frames (of one comparison, or concatenated from its parts)."""
     if bucket_ms is None:
-        if frame.height:
-            lo, hi = frame.select(pl.col("time_ms").min().alias("lo"), pl.col("time_ms").max().alias("hi")).row(0)
+        if counts.height and counts.get_column("lo").null_count() < counts.height:
+            lo, hi = counts.select(pl.col("lo").min(), pl.col("hi").max()).row(0)
             span = max(1, hi - lo)
             bucket_ms = max(60_000, -(-span // 50 // 60_000) * 60_000)
         else:
             bucket_ms = 60_000
     if bucket_ms < 1:
         raise ConfigError(f"bucket_ms must be >= 1, got {bucket_ms}")
-    bucket = (pl.col("time_ms") // bucket_ms * bucket_ms).alias("bucket_ms")
-    by_bucket = _wide(frame, [bucket], ["bucket_ms"])
+    if bucket_ms % grain_ms:
+        raise ConfigError(f"bucket_ms ({bucket_ms}) must be a multiple of the counts' grain ({grain_ms} ms)")
+    bucket = (pl.col("grain_ms") // bucket_ms * bucket_ms).alias("bucket_ms")
+    by_bucket = _wide(counts, [bucket], ["bucket_ms"])
     if by_bucket.schema["bucket_ms"] != pl.Int64:
         by_bucket = by_bucket.with_columns(pl.col("bucket_ms").cast(pl.Int64))
+    totals = counts.select(*[pl.col(s).sum() for s in (*STATUSES, "conflicting")]).row(0, named=True)
     return ComparisonSummary(
-        counts=status_counts(frame),
-        by_key=_wide(frame, [pl.col("key")], ["key"]),
-        by_metric=_wide(frame, [pl.col("metric")], ["metric"]),
+        counts={s: int(totals[s] or 0) for s in (*STATUSES, "conflicting")},
+        by_key=_wide(counts, [pl.col("key")], ["key"]),
+        by_metric=_wide(counts, [pl.col("metric")], ["metric"]),
         by_bucket=by_bucket,
         bucket_ms=bucket_ms,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +71,17 @@ PARTITION_STATS = pl.Schema({"partition": pl.Int32, **_STATS})
 class DedupResult:
     """Unique events in event-time order per key, the dropped duplicates and the quality figures."""
 
-    events: pl.DataFrame  # EVENTS, one row per event_id, sorted by key, ts, seq
+    events: pl.DataFrame  # EVENTS, one row per event_id, sorted by key, ts, seq (no rows if event_count is set)
     duplicates: pl.DataFrame  # DUPLICATES
     gaps: pl.DataFrame  # GAPS
     by_key: pl.DataFrame  # KEY_STATS
     by_partition: pl.DataFrame  # PARTITION_STATS
+    event_count: int | None = None  # set when ``events`` was not kept (a recovery partition by partition)
 
     def counts(self) -> dict[str, Any]:
         """Totals for summaries and manifests."""
         return {
-            "events": self.events.height,
+            "events": self.events.height if self.event_count is None else self.event_count,
             "duplicates": self.duplicates.height,
             "conflicting_duplicates": int(self.duplicates.get_column("conflicting").sum() or 0),
             "gaps": self.gaps.height,
@@ -187,14 +189,32 @@ def seq_gaps(events: pl.DataFrame, quarantined: pl.DataFrame | None = None) -> p
     return conform(gaps.sort("key", "from_seq"), GAPS)
 
 
+def _marks(unique: pl.DataFrame) -> pl.DataFrame:
+    """Per unique event (arrival order): key, partition, out of order (``_ooo``) and lateness (``_late``)."""
+    seen_max = pl.col("ts").cum_max().shift(1).over("key")
+    return unique.select(
+        "key",
+        "partition",
+        (pl.col("ts") < seen_max).fill_null(False).alias("_ooo"),
+        (pl.col("timestamp_ms") - pl.col("ts")).alias("_late"),
+    )
+
+
 def _quality(unique: pl.DataFrame, duplicates: pl.DataFrame, gaps: pl.DataFrame, by: str) -> pl.DataFrame:
     """Quality figures grouped by ``key`` or ``partition`` (``unique`` is in arrival order)."""
-    schema = KEY_STATS if by == "key" else PARTITION_STATS
     if unique.height == 0:
+        return empty(KEY_STATS if by == "key" else PARTITION_STATS)
+    home = unique.group_by("key").agg(pl.col("partition").first()) if by == "partition" else None
+    return _stats(_marks(unique), duplicates, gaps, by, home)
+
+
+def _stats(
+    marked: pl.DataFrame, duplicates: pl.DataFrame, gaps: pl.DataFrame, by: str, home: pl.DataFrame | None
+) -> pl.DataFrame:
+    """Quality figures from :func:`_marks` rows; ``home`` (key -> partition) places gaps by partition."""
+    schema = KEY_STATS if by == "key" else PARTITION_STATS
+    if marked.height == 0:
         return empty(schema)
-    late_ms = pl.col("timestamp_ms") - pl.col("ts")
-    seen_max = pl.col("ts").cum_max().shift(1).over("key")
-    marked = unique.with_columns((pl.col("ts") < seen_max).fill_null(False).alias("_ooo"), late_ms.alias("_late"))
     stats = marked.group_by(by).agg(
         pl.len().alias("events"),
         pl.col("_ooo").sum().alias("out_of_order"),
@@ -206,7 +226,7 @@ def _quality(unique: pl.DataFrame, duplicates: pl.DataFrame, gaps: pl.DataFrame,
     if by == "key":
         gap_stats = gaps.group_by("key").agg(pl.len().alias("gaps"), pl.col("missing").sum().alias("missing"))
     else:
-        home = unique.group_by("key").agg(pl.col("partition").first())
+        assert home is not None
         gap_stats = (
             gaps.join(home, on="key", how="inner")
             .group_by("partition")
@@ -230,19 +250,109 @@ def dedup(
     Seqs that a quarantined record still shows (``quarantine``) are malformed, not lost, so they do not
     count as gaps; quarantined records whose seq is unreadable are noted next to the gaps they may fill.
     """
-    require_columns(events, EVENTS, "EVENTS")
-    if quarantine is not None:
-        require_columns(quarantine, QUARANTINE, "QUARANTINE")
-    unique, duplicates = drop_duplicates(events)
-    quarantined = quarantined_seqs(quarantine, fields) if quarantine is not None else None
-    gaps = seq_gaps(unique, quarantined)
-    return DedupResult(
-        events=order_by_event_time(unique),
-        duplicates=duplicates,
-        gaps=gaps,
-        by_key=_quality(unique, duplicates, gaps, "key"),
-        by_partition=_quality(unique, duplicates, gaps, "partition"),
-    )
+    grouped = KeyGroupDedup(events, quarantine=quarantine, fields=fields)
+    ordered = [group for group in grouped.groups()]
+    return grouped.result(events=ordered[0] if ordered else order_by_event_time(empty(EVENTS)))
+
+
+class KeyGroupDedup:
+    """:func:`dedup` in groups of whole keys, so only one group's unique events are held at a time.
+
+    ``groups()`` yields each group's unique events in event-time order; ``result()`` then gives duplicates,
+    gaps and quality figures of all groups together, as :func:`dedup` of all events would. Keys are grouped
+    into about ``max_rows`` events each (one group when None), unless some event id has copies under two
+    keys of different groups: then one group, since the first copy of an event decides which key it has.
+    """
+
+    def __init__(
+        self,
+        events: pl.DataFrame | pl.LazyFrame,
+        *,
+        quarantine: pl.DataFrame | None = None,
+        fields: FieldsSpec | None = None,
+        max_rows: int | None = None,
+    ) -> None:
+        if quarantine is not None:
+            require_columns(quarantine, QUARANTINE, "QUARANTINE")
+        if isinstance(events, pl.DataFrame):
+            require_columns(events, EVENTS, "EVENTS")
+        lazy = events.lazy() if isinstance(events, pl.DataFrame) else events
+        lazy = lazy.select([pl.col(name).cast(dtype) for name, dtype in EVENTS.items()])
+        seqs = quarantined_seqs(quarantine, fields) if quarantine is not None else None
+        group = _key_groups(lazy, max_rows)
+        self._pending: list[tuple[pl.DataFrame | pl.LazyFrame, pl.DataFrame | None]]
+        if group is None:
+            self._pending = [(lazy, seqs)]
+        else:
+            labelled = seqs.join(group, on="key", how="left") if seqs is not None else None
+            self._pending = []
+            for g, keys in group.group_by("_group").agg("key").sort("_group").iter_rows():
+                mine = pl.Series(keys, dtype=pl.String).implode()
+                group_seqs = None
+                if labelled is not None:  # seqs of keys without a valid event go with the first group
+                    in_group = pl.col("_group") == g if g else pl.col("_group").fill_null(0) == 0
+                    group_seqs = labelled.filter(in_group).drop("_group")
+                self._pending.append((lazy.filter(pl.col("key").is_in(mine)), group_seqs))
+        self.event_count = 0
+        self._duplicates: list[pl.DataFrame] = []
+        self._gaps: list[pl.DataFrame] = []
+        self._by_key: list[pl.DataFrame] = []
+        self._marks: list[pl.DataFrame] = []
+        self._homes: list[pl.DataFrame] = []
+
+    def groups(self) -> Iterator[pl.DataFrame]:
+        """Each group's unique EVENTS in event-time order (a group is released once the next is asked for)."""
+        while self._pending:
+            source, seqs = self._pending.pop(0)
+            unique, duplicates = drop_duplicates(source if isinstance(source, pl.DataFrame) else source.collect())
+            del source
+            gaps = seq_gaps(unique, seqs)
+            self._duplicates.append(duplicates)
+            self._gaps.append(gaps)
+            self._by_key.append(_quality(unique, duplicates, gaps, "key"))
+            self._marks.append(_marks(unique).select("partition", "_ooo", "_late"))
+            self._homes.append(unique.group_by("key").agg(pl.col("partition").first()))
+            self.event_count += unique.height
+            yield order_by_event_time(unique)
+
+    def result(self, *, events: pl.DataFrame | None = None) -> DedupResult:
+        """Duplicates, gaps and quality of every group; ``events`` to keep, or None (event_count tells)."""
+        duplicates = _concat(self._duplicates, DUPLICATES)
+        gaps = _concat(self._gaps, GAPS)
+        if len(self._duplicates) > 1:
+            duplicates = duplicates.sort("partition", "offset")
+            gaps = gaps.sort("key", "from_seq")
+        by_key = _concat(self._by_key, KEY_STATS).sort("key")
+        marks = _concat(self._marks, pl.Schema({"partition": pl.Int32, "_ooo": pl.Boolean, "_late": pl.Int64}))
+        homes = _concat(self._homes, pl.Schema({"key": pl.String, "partition": pl.Int32}))
+        by_partition = _stats(marks, duplicates, gaps, "partition", homes)
+        if events is not None:
+            return DedupResult(events, duplicates, gaps, by_key, by_partition)
+        return DedupResult(empty(EVENTS), duplicates, gaps, by_key, by_partition, self.event_count)
+
+
+def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames) if frames else empty(schema)
+
+
+def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | None:
+    """(key, _group) with about ``max_rows`` events per group; None for a single group."""
+    if max_rows is None:
+        return None
+    sizes = events.group_by("key").len().sort("key").collect()
+    if sizes.get_column("len").sum() <= max_rows:
+        return None
+    group = (pl.col("len").cum_sum() - pl.col("len")) // max_rows
+    groups = sizes.select("key", group.cast(pl.Int64).alias("_group"))
+    if groups.get_column("_group").n_unique() < 2:
+        return None
+    repeated = events.select("event_id", "key").filter(pl.col("event_id").is_duplicated()).collect()
+    if repeated.height:
+        spread = repeated.join(groups, on="key").group_by("event_id").agg(pl.col("_group").n_unique())
+        if spread.height and spread.get_column("_group").max() > 1:  # type: ignore[operator]
+            return None
+    return groups
 
 
 def lateness(events: pl.DataFrame) -> pl.DataFrame:

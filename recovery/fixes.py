@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ DIGEST_FILE = "digest.sha256"
 APPROVAL_FILE = "approval.json"
 REVIEW_DIR = "review"
 SORT_KEY = ("key", "metric", "window")
+DIGEST_SLICE_ROWS = 50_000
 
 
 def corrections_from(comparison: pl.DataFrame) -> pl.DataFrame:
@@ -68,14 +70,22 @@ def _canonical_json(data: Any) -> bytes:
 
 def fixset_digest(corrections: pl.DataFrame, content: dict[str, Any]) -> str:
     """SHA-256 over the canonical manifest content and the corrections sorted by (key, metric, window)."""
-    rows = conform(corrections, CORRECTIONS).sort(list(SORT_KEY)).rows()
+    frame = conform(corrections, CORRECTIONS).sort(list(SORT_KEY))
     h = hashlib.sha256()
     h.update(FORMAT.encode() + b"\n")
     h.update(_canonical_json(content) + b"\n")
+    # the canonical JSON list of all rows, fed in slices: "[" row "," row ... "]" is the same bytes as one
+    # json.dumps of the whole list, without holding every row as Python objects at once
+    h.update(b"[")
     try:
-        h.update(_canonical_json(rows))
+        for start in range(0, frame.height, DIGEST_SLICE_ROWS):
+            rows = frame.slice(start, DIGEST_SLICE_ROWS).rows()
+            if start:
+                h.update(b",")
+            h.update(_canonical_json(rows)[1:-1])
     except ValueError:
         raise DataError("a correction has a non-finite value", hint="values must be finite numbers or null") from None
+    h.update(b"]")
     return h.hexdigest()
 
 
@@ -123,9 +133,37 @@ def build_fixset(
     ``sources`` holds data-derived facts only (per partition: first offset, end offset, records), so the
     digest is the same whether the records came from Kafka or from an export.
     """
+    return fixset_from(
+        corrections_from(comparison),
+        status_counts(comparison),
+        spec=spec,
+        incident=incident,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        parameters=parameters,
+        sources=sources,
+        quality=quality,
+        provenance=provenance,
+    )
+
+
+def fixset_from(
+    corrections: pl.DataFrame,
+    counts: dict[str, int],
+    *,
+    spec: PipelineSpec,
+    incident: str,
+    from_ms: int,
+    to_ms: int,
+    parameters: dict[str, Any],
+    sources: dict[str, Any],
+    quality: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> FixSet:
+    """A fix set from its corrections and the comparison's status counts (a comparison made in parts)."""
     if not incident or "/" in incident or incident.startswith("."):
         raise ConfigError(f"incident id must be a plain non-empty name, got {incident!r}")
-    corrections = corrections_from(comparison)
+    corrections = conform(corrections, CORRECTIONS).sort(list(SORT_KEY))
     actions = dict(corrections.group_by("action").len().iter_rows()) if corrections.height else {}
     content = {
         "format": FORMAT,
@@ -134,7 +172,7 @@ def build_fixset(
         "spec": spec.to_dict(),
         "spec_digest": spec.digest(),
         "parameters": parameters,
-        "counts": status_counts(comparison),
+        "counts": dict(counts),
         "corrections": {
             "upsert": int(actions.get("upsert", 0)),
             "retract": int(actions.get("retract", 0)),
@@ -164,7 +202,7 @@ def write_fixset(
     fixset: FixSet,
     directory: str | Path,
     *,
-    review: dict[str, pl.DataFrame] | None = None,
+    review: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``fixset`` to ``directory`` atomically (a temporary directory renamed into place).
@@ -187,7 +225,10 @@ def write_fixset(
         if review:
             (tmp / REVIEW_DIR).mkdir()
             for name, frame in review.items():
-                frame.write_parquet(tmp / REVIEW_DIR / f"{name}.parquet", compression="zstd")
+                if isinstance(frame, pl.LazyFrame):  # parts too big for memory: streamed into one file
+                    frame.sink_parquet(tmp / REVIEW_DIR / f"{name}.parquet", compression="zstd")
+                else:
+                    frame.write_parquet(tmp / REVIEW_DIR / f"{name}.parquet", compression="zstd")
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)

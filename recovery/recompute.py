@@ -26,6 +26,7 @@ from recovery.windows import (
 )
 
 _COMPOSITE_BITS = 62
+KEY_RUN = "_key_run"  # integer id of each key's run of rows in event-time order
 
 
 def is_event_time_ordered(events: pl.DataFrame) -> bool:
@@ -102,8 +103,12 @@ def recompute(
     from_ms: int | None = None,
     to_ms: int | None = None,
     emulate_grace: bool = False,
+    presorted: bool = False,
 ) -> pl.DataFrame:
     """RESULTS of every metric of ``spec`` over ``events`` (EVENTS frame: valid, deduplicated).
+
+    ``presorted``: the caller guarantees ``events`` are in event-time order per key (as :func:`dedup` returns
+    them), which skips checking it.
 
     Results are trimmed to [from_ms, to_ms) when given (sma by event time; time windows only when fully
     inside); pass events from earlier (the lookback) so the first results in range are complete. Rows come
@@ -116,11 +121,15 @@ def recompute(
     frame = conform(events, EVENTS)
     if frame.height == 0:
         return empty(RESULTS)
-    ordered = order_by_event_time(frame.select("key", "seq", "ts", "price", "volume"))  # sort only what is used
+    used = frame.select("key", "seq", "ts", "price", "volume")  # sort only what is used
+    ordered = used if presorted else order_by_event_time(used)
+    # one integer run id per key: every later "same key as the row before?" compares integers, not strings
+    key = pl.col("key")
+    ordered = ordered.with_columns((key != key.shift(1)).fill_null(True).cum_sum().alias(KEY_RUN))
     by_metric: dict[str, pl.DataFrame] = {}
     for m in spec.metrics:
         if m.kind == "sma":
-            by_metric[m.name] = sma_results(ordered, m)
+            by_metric[m.name] = sma_results(ordered, m, group=KEY_RUN)
     windowed = [m for m in spec.metrics if m.is_windowed]
     if windowed and emulate_grace:
         arrival = order_by_arrival(frame)
@@ -128,7 +137,7 @@ def recompute(
         for m in windowed:
             by_metric[m.name] = window_results(_windows_with_grace(arrival, m), m)
     elif windowed:
-        panes = pane_sums(ordered, common_pane_ms(windowed), windowed, ordered=True)
+        panes = pane_sums(ordered, common_pane_ms(windowed), windowed, ordered=True, group=KEY_RUN)
         for m in windowed:
             by_metric[m.name] = window_results(windows_from_panes(panes, m), m)
     parts = [trim(by_metric[m.name], m, from_ms, to_ms) for m in spec.metrics]

@@ -33,7 +33,7 @@ from recovery.clients import consumer, guarded
 from recovery.errors import ConfigError, DataError
 from recovery.frames import RECORDS, empty
 from recovery.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
-from recovery.replay_io import MemorySink, ParquetSink, Reader, reader_for
+from recovery.replay_io import MemorySink, ParquetSink, Reader, Sink, reader_for
 from recovery.schema import validate
 from recovery.source import SIDECAR, FileSource, KafkaSource, Source
 from recovery.spec import FieldsSpec, PipelineSpec
@@ -106,6 +106,7 @@ class ReplayResult:
     out_dir: Path | None
     elapsed_s: float
     members: dict[str, Any] = field(default_factory=dict)
+    kept: bool = True  # False: the records were processed as they were read and not kept
 
     @property
     def count(self) -> int:
@@ -117,6 +118,11 @@ class ReplayResult:
 
     def frame(self) -> pl.DataFrame:
         """The RECORDS frame (read from the parts when the replay streamed to Parquet)."""
+        if not self.kept:
+            raise DataError(
+                "the records of this replay were processed partition by partition and not kept",
+                hint="replay the range again (recovery replay, or replay() with out_dir= for big ranges)",
+            )
         if self.records is not None:
             return self.records
         parts = [p for r in self.reads.values() for p in r.parts]
@@ -164,8 +170,10 @@ class _LookbackNeed:
         self.before = pl.DataFrame(schema={"key": pl.String, "event_id": pl.String})
         self.first_seq = pl.DataFrame(schema={"key": pl.String, "seq": pl.Int64})
 
-    def add(self, frame: pl.DataFrame, *, in_range: bool) -> None:
-        events, _ = validate(frame, self.fields)
+    def add(self, frame: pl.DataFrame, *, in_range: bool, events: pl.DataFrame | None = None) -> None:
+        """Note the keys and earlier events of ``frame`` (``events``: its valid events, if already known)."""
+        if events is None:
+            events, _ = validate(frame, self.fields)
         if in_range:
             self.keys.update(events.filter(pl.col("ts") >= self.from_ms).get_column("key").unique().to_list())
         earlier = events.filter(pl.col("ts") < self.from_ms).select("key", "event_id")
@@ -188,7 +196,7 @@ def run_partition(
     reader: Reader,
     plan: PartitionPlan,
     job: PartitionJob,
-    sink: MemorySink | ParquetSink,
+    sink: Sink,
     progress: ProgressSink,
 ) -> PartitionRead:
     """Read ``plan``'s range, then step back until the sma lookback is satisfied."""
@@ -209,12 +217,12 @@ def run_partition(
         for frame in reader.read(p, start, end, job.batch_records):
             if frame.height == 0:
                 continue
-            sink.add(frame)
+            events = sink.add(frame)
             lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
             first = lo if first is None else min(first, lo)
             last = hi if last is None else max(last, hi)
             if need is not None:
-                need.add(frame, in_range=in_range)
+                need.add(frame, in_range=in_range, events=events)
             done += frame.height
             progress.update(p, done, total)
 
@@ -508,7 +516,9 @@ def replay(
         reads, frames = _run_all(job, snapshot.partitions, workers, progress)
     records = None
     if directory is None:
-        records = pl.concat(frames).sort("partition", "offset") if frames else empty(RECORDS)
+        # each frame is one partition in offset order: ordering the frames orders the records
+        frames = sorted((f for f in frames if f.height), key=lambda f: f.item(0, "partition"))
+        records = pl.concat(frames) if frames else empty(RECORDS)
     result = ReplayResult(snapshot, dict(sorted(reads.items())), records, directory, time.monotonic() - started)
     if directory is not None:
         write_sidecar(directory, result)

@@ -9,11 +9,12 @@ as a Parquet part named after its partition and offsets.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 from kafka import TopicPartition
@@ -29,6 +30,9 @@ _CONSUMER_CONFIG: dict[str, Any] = {
     "max_partition_fetch_bytes": 16 * 1024 * 1024,
     "fetch_max_bytes": 64 * 1024 * 1024,
     "check_crcs": True,
+    # kafka-python sleeps this long whenever a poll finds nothing fetchable yet (just after a seek): the
+    # default 100 ms adds up over the many short reads of a publish (audit history, read-back)
+    "retry_backoff_ms": 20,
 }
 
 
@@ -127,6 +131,16 @@ def records_frame(
     )
 
 
+class Sink(Protocol):
+    """Where a partition's frames go; ``add`` may return the frame's valid events when it validated them."""
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame | None: ...
+
+    def frame(self) -> pl.DataFrame | None: ...
+
+    def discard(self) -> None: ...
+
+
 class MemorySink:
     """Keeps the frames of one partition in memory."""
 
@@ -135,9 +149,16 @@ class MemorySink:
 
     def add(self, frame: pl.DataFrame) -> None:
         self.frames.append(frame)
+        return None
 
     def frame(self) -> pl.DataFrame | None:
-        return pl.concat(self.frames).sort("offset") if self.frames else empty(RECORDS)
+        """The partition's records in offset order (frames are runs of offsets; sorted only if they overlap)."""
+        frames = sorted((f for f in self.frames if f.height), key=lambda f: f.item(0, "offset"))
+        if not frames:
+            return empty(RECORDS)
+        runs = all(a.item(a.height - 1, "offset") < b.item(0, "offset") for a, b in itertools.pairwise(frames))
+        whole = pl.concat(frames, rechunk=False)
+        return whole if runs and all(f.get_column("offset").is_sorted() for f in frames) else whole.sort("offset")
 
     def discard(self) -> None:
         self.frames = []

@@ -21,7 +21,12 @@ from recovery.config import KafkaSettings
 from recovery.errors import BrokerError, RecoveryError
 
 TRANSACTION_TIMEOUT_MS = 600_000
-KAFKA_PYTHON_CONFIG: dict[str, Any] = {"linger_ms": 20, "batch_size": 512 * 1024, "max_request_size": 4 * 1024 * 1024}
+KAFKA_PYTHON_CONFIG: dict[str, Any] = {
+    "linger_ms": 20,
+    "batch_size": 512 * 1024,
+    "max_request_size": 4 * 1024 * 1024,
+    "retry_backoff_ms": 20,  # a transaction begun right after a commit is retried (CONCURRENT_TRANSACTIONS)
+}
 LIBRDKAFKA_CONFIG: dict[str, Any] = {
     "linger.ms": 20,
     "batch.size": 1024 * 1024,

@@ -7,7 +7,7 @@ from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
 from recovery.config import KafkaSettings
-from recovery.recover import recover
+from recovery.recover import AUTO, ENGINES, recover
 from recovery.spec import load_spec
 
 EPILOG = """\
@@ -34,6 +34,13 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="new directory for the fix set")
     p.add_argument("--incident", help="incident id recorded in the manifest (default: derived from the range)")
     p.add_argument("--emulate-grace", action="store_true", help="truth drops late events like the live worker")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=AUTO,
+        help="auto (default): partition by partition (bounded memory, every step in parallel with --workers), "
+        "in memory when the topics are not partitioned alike by key; by-partition refuses that fallback",
+    )
     add_sources(p)
     add_tolerances(p)
     add_replay_tuning(p)
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         emulate_grace=args.emulate_grace,
         quiet=args.quiet,
         client=args.client,
+        engine=args.engine,
     )
     for line in report.lines():
         print(line)

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, dedup, lateness, seq_gaps
+from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, KeyGroupDedup, dedup, lateness, seq_gaps
 from recovery.errors import DataError
 from recovery.frames import EVENTS, QUARANTINE
 
@@ -121,3 +121,56 @@ def test_empty_input_keeps_the_schemas() -> None:
 def test_a_frame_that_is_not_events_is_refused() -> None:
     with pytest.raises(DataError, match="expected a EVENTS frame, it lacks column.*event_id"):
         dedup(pl.DataFrame({"key": ["A"], "seq": [1]}))
+
+
+def random_events(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events of 12 keys over 2 partitions with duplicates, gaps, disorder; quarantined records of some seqs."""
+    import random
+
+    rnd = random.Random(seed)
+    rows, bad, offsets = [], [], [0, 0]
+    for i in range(n):
+        key = f"K{rnd.randrange(12):02d}"
+        partition = int(key[1:]) % 2
+        seq = i // 12 + 1
+        offset = offsets[partition]
+        offsets[partition] += 1
+        ts = 1_000 * seq + rnd.randrange(-3_000, 3_000)
+        if rnd.random() < 0.03:  # quarantined: its seq is malformed, not lost
+            value = f'{{"event_id":"{key}-{seq}","symbol":"{key}","seq":{seq},"price":"x"}}'
+            bad.append((partition, offset, ts, key, value, "wrong type: price"))
+            continue
+        if rnd.random() < 0.02:  # lost upstream
+            continue
+        row = (partition, offset, ts + 20, f"{key}-{i}", key, seq, ts, float(i % 97), 1.0)
+        rows.append(row)
+        if rnd.random() < 0.05:  # duplicate, sometimes conflicting
+            offsets[partition] += 1
+            price = row[7] + (1.0 if rnd.random() < 0.3 else 0.0)
+            rows.append((partition, offset + 1, ts + 900, row[3], key, seq, ts, price, 1.0))
+    frame = pl.DataFrame(rows, schema=EVENTS, orient="row").sort("partition", "offset")
+    return frame, pl.DataFrame(bad, schema=QUARANTINE, orient="row")
+
+
+@pytest.mark.parametrize("max_rows", [50, 200, 10_000])
+def test_dedup_in_key_groups_equals_dedup_of_everything(max_rows: int) -> None:
+    frame, bad = random_events(2_000, seed=max_rows)
+    whole = dedup(frame, quarantine=bad)
+    grouped = KeyGroupDedup(frame, quarantine=bad, max_rows=max_rows)
+    parts = list(grouped.groups())
+    result = grouped.result()
+    assert (len(parts) > 1) == (max_rows < frame.height)
+    assert_frame_equal(pl.concat(parts).sort("key", "ts", "seq"), whole.events.sort("key", "ts", "seq"))
+    for name in ("duplicates", "gaps", "by_key", "by_partition"):
+        assert_frame_equal(getattr(result, name), getattr(whole, name))
+    assert result.counts() == whole.counts() and whole.counts()["gaps"] > 0 and whole.counts()["duplicates"] > 0
+    assert result.events.height == 0 and result.event_count == whole.events.height
+
+
+def test_an_event_id_under_two_keys_keeps_dedup_in_one_group() -> None:
+    rows = [(0, i, i, f"E{i}", f"K{i % 4}", i // 4 + 1, i, 1.0, 1.0) for i in range(40)]
+    rows.append((0, 40, 40, "E0", "K3", 99, 40, 1.0, 1.0))  # E0 again, under another key: a conflicting copy
+    frame = events(rows)
+    grouped = KeyGroupDedup(frame, max_rows=10)
+    assert len(list(grouped.groups())) == 1
+    assert_frame_equal(grouped.result().duplicates, dedup(frame).duplicates)

@@ -192,3 +192,32 @@ def test_applying_corrections_to_the_originals_gives_truth() -> None:
     assert_frame_equal(
         apply_corrections(pl.DataFrame(schema=RESULTS), pl.DataFrame(schema=CORRECTIONS)), pl.DataFrame(schema=RESULTS)
     )
+
+
+def test_digest_fed_in_slices_is_the_digest_of_one_canonical_json_of_all_rows() -> None:
+    """Regression: hashing a large fix set's rows slice by slice must not change its digest."""
+    import hashlib
+    import random
+
+    from recovery import fixes
+
+    n = 2 * fixes.DIGEST_SLICE_ROWS + 3
+    rnd = random.Random(3)
+    corrections = pl.DataFrame(
+        {
+            "key": [f"K{rnd.randrange(50)}" for _ in range(n)],
+            "metric": ["sma_5"] * n,
+            "window": list(range(n)),
+            "time_ms": list(range(n)),
+            "action": ["upsert"] * n,
+            "value": [None if i % 11 == 0 else rnd.random() * 100 for i in range(n)],
+            "reason": ["wrong"] * n,
+        },
+        schema=CORRECTIONS,
+    )
+    content = {"incident": "INC-1", "note": "é"}
+    h = hashlib.sha256()
+    h.update(fixes.FORMAT.encode() + b"\n")
+    h.update(fixes._canonical_json(content) + b"\n")
+    h.update(fixes._canonical_json(corrections.sort("key", "metric", "window").rows()))
+    assert fixes.fixset_digest(corrections, content) == h.hexdigest()
