@@ -48,6 +48,9 @@ _FETCH_CONFIG: dict[str, Any] = {
     "queued.max.messages.kbytes": 32 * 1024,  # prefetch per consumer: ample, and bounds a worker's memory
     "queued.min.messages": 200_000,
     "fetch.wait.max.ms": 10,
+    # librdkafka (>= 2.1) postpones a partition's next fetch by this much whenever its queue is above the
+    # thresholds above; the default 1 s leaves a fast reader idle (one partition read 3.3x slower with it)
+    "fetch.queue.backoff.ms": 10,
 }
 
 

@@ -47,6 +47,7 @@ _CONSUMER_ONLY = (
     "queued.max.messages.kbytes",
     "queued.min.messages",
     "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
 )
 
 
