@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from recovery.frames import EVENTS, QUARANTINE, conform, empty
+from recovery.frames import EVENTS, QUARANTINE, concat_or_empty, conform, empty
 from recovery.recompute import order_by_event_time
 from recovery.schema import require_columns
 from recovery.spec import FieldsSpec
@@ -317,23 +317,18 @@ class KeyGroupDedup:
 
     def result(self, *, events: pl.DataFrame | None = None) -> DedupResult:
         """Duplicates, gaps and quality of every group; ``events`` to keep, or None (event_count tells)."""
-        duplicates = _concat(self._duplicates, DUPLICATES)
-        gaps = _concat(self._gaps, GAPS)
+        duplicates = concat_or_empty(self._duplicates, DUPLICATES)
+        gaps = concat_or_empty(self._gaps, GAPS)
         if len(self._duplicates) > 1:
             duplicates = duplicates.sort("partition", "offset")
             gaps = gaps.sort("key", "from_seq")
-        by_key = _concat(self._by_key, KEY_STATS).sort("key")
-        marks = _concat(self._marks, pl.Schema({"partition": pl.Int32, "_ooo": pl.Boolean, "_late": pl.Int64}))
-        homes = _concat(self._homes, pl.Schema({"key": pl.String, "partition": pl.Int32}))
+        by_key = concat_or_empty(self._by_key, KEY_STATS).sort("key")
+        marks = concat_or_empty(self._marks, pl.Schema({"partition": pl.Int32, "_ooo": pl.Boolean, "_late": pl.Int64}))
+        homes = concat_or_empty(self._homes, pl.Schema({"key": pl.String, "partition": pl.Int32}))
         by_partition = _stats(marks, duplicates, gaps, "partition", homes)
         if events is not None:
             return DedupResult(events, duplicates, gaps, by_key, by_partition)
         return DedupResult(empty(EVENTS), duplicates, gaps, by_key, by_partition, self.event_count)
-
-
-def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
-    frames = [f for f in frames if f.height]
-    return pl.concat(frames) if frames else empty(schema)
 
 
 def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | None:

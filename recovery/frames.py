@@ -101,3 +101,9 @@ def empty(schema: pl.Schema) -> pl.DataFrame:
 def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     """Select and cast ``frame`` to ``schema`` (column order included)."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+def concat_or_empty(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+    """The non-empty ``frames`` concatenated, or an empty frame with ``schema`` when there are none."""
+    kept = [f for f in frames if f.height]
+    return pl.concat(kept) if kept else empty(schema)

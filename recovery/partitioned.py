@@ -2,16 +2,16 @@
 
 Work is partitioned by key: a key's raw events live in one partition of the raw topic, and the live worker
 publishes its results to the same partition number of the output topic (same key, same partition count,
-the default partitioner). So each partition is recovered on its own, in a worker process: replay its raw
-records (with lookback) and validate them batch by batch as they arrive, dedup, recompute, replay the
-same partition of the output topic and decode it batch by batch, compare, and keep only what is small
-(corrections, counts, quarantine, quality figures). The big frames (comparison, truth, originals) go to
-Parquet parts in a work directory and are read back only on demand. Peak memory is then one partition's
-working set per worker, whatever the size of the range.
+the default partitioner). So each partition is recovered on its own, in a worker process: its raw records
+(with lookback) are validated and its outputs decoded batch by batch as they are read, and spooled to
+Parquet parts in a work directory; then dedup, recompute and compare run key group by key group, and only
+what is small goes back (corrections, summary counts, quarantine, quality figures). The big frames
+(comparison, truth, originals) stay in the parts and are read back only on demand. Peak memory is then
+one partition's working set per worker, whatever the length of the range.
 
-Every per-partition result sums to the result of the whole range, provided keys really are partitioned:
-:func:`check_aligned` verifies it from what the workers saw (no key in two raw partitions, no event id in
-two partitions, outputs of a key in the partition of its raw events). When it does not hold, the caller
+Every per-partition result adds up to the result of the whole range, provided keys really are partitioned:
+:func:`misalignment` checks it from what the workers saw (no key in two raw partitions, no event id in two
+partitions, outputs of a key in the partition of its raw events). When it does not hold, the caller
 recovers the range in memory instead, which makes no such assumption.
 """
 
@@ -34,7 +34,7 @@ from recovery.compare import compare, summary_counts
 from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, DedupResult, KeyGroupDedup
 from recovery.errors import ConfigError
 from recovery.fixes import corrections_from
-from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, OUTPUTS, QUARANTINE, RESULTS, empty
+from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, OUTPUTS, QUARANTINE, RESULTS, concat_or_empty, empty
 from recovery.outputs import decode_outputs
 from recovery.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
 from recovery.recompute import recompute
@@ -89,13 +89,27 @@ class Spool:
         self.paths = []
 
 
-class EventSink:
+class SpoolSink:
+    """A replay sink that spools what each batch turns into and keeps the quarantined records in memory."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.quarantine: list[pl.DataFrame] = []
+
+    def frame(self) -> pl.DataFrame | None:
+        return None  # nothing is kept in memory: the spool holds it
+
+    def discard(self) -> None:
+        self.quarantine = []
+        self.spool.remove()
+
+
+class EventSink(SpoolSink):
     """Validates each replayed batch as it arrives and spools its events; keeps only the quarantine."""
 
     def __init__(self, spec: PipelineSpec, from_ms: int, until_ms: int, spool: Spool) -> None:
+        super().__init__(spool)
         self.spec = spec
-        self.spool = spool
-        self.quarantine: list[pl.DataFrame] = []
         self.window = (from_ms, until_ms)
         self.in_range = 0  # records with a Kafka timestamp in [from, to + slack)
 
@@ -108,13 +122,6 @@ class EventSink:
         self.in_range += int(frame.select(pl.col("timestamp_ms").is_between(lo, hi, closed="left").sum()).item())
         return events
 
-    def frame(self) -> pl.DataFrame | None:
-        return None
-
-    def discard(self) -> None:
-        self.quarantine = []
-        self.spool.remove()
-
     def bad(self) -> pl.DataFrame:
         """QUARANTINE in offset order (the sma lookback reads earlier chunks last)."""
         return _in_offset_order(self.quarantine, QUARANTINE)
@@ -126,12 +133,11 @@ def _in_offset_order(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFr
     return pl.concat(ordered) if ordered else empty(schema)
 
 
-class OutputSink:
+class OutputSink(SpoolSink):
     """Decodes each replayed batch of the output topic as it arrives and spools the results."""
 
     def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self.quarantine: list[pl.DataFrame] = []
+        super().__init__(spool)
         self.keys: set[str] = set()
         self.metrics: set[str] = set()
 
@@ -144,15 +150,8 @@ class OutputSink:
             self.quarantine.append(bad)
         return None
 
-    def frame(self) -> pl.DataFrame | None:
-        return None
-
-    def discard(self) -> None:
-        self.quarantine = []
-        self.spool.remove()
-
     def bad(self) -> pl.DataFrame:
-        return _concat(self.quarantine, QUARANTINE).sort("partition", "offset")
+        return concat_or_empty(self.quarantine, QUARANTINE).sort("partition", "offset")
 
 
 @dataclass(frozen=True)
@@ -289,7 +288,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         quarantine=quarantine,
         outputs_quarantine=out_sink.bad(),
         metrics_seen=sorted(out_sink.metrics),
-        corrections=_concat(corrections, CORRECTIONS),
+        corrections=concat_or_empty(corrections, CORRECTIONS),
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts=parts,
         seconds={k: round(v, 3) for k, v in seconds.items()},
@@ -471,20 +470,15 @@ def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> li
             return [f.result() for f in [pool.submit(_worker, t) for t in tasks]]
 
 
-def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
-    frames = [f for f in frames if f.height]
-    return pl.concat(frames) if frames else empty(schema)
-
-
 def _merge(
     outcomes: list[PartitionOutcome], raw_snap: Snapshot, out_snap: Snapshot, work_dir: Path, elapsed: float
 ) -> PartitionedRecovery:
     quality = DedupResult(
         empty(EVENTS),
-        _concat([o.quality.duplicates for o in outcomes], DUPLICATES).sort("partition", "offset"),
-        _concat([o.quality.gaps for o in outcomes], GAPS),
-        _concat([o.quality.by_key for o in outcomes], KEY_STATS).sort("key"),
-        _concat([o.quality.by_partition for o in outcomes], PARTITION_STATS).sort("partition"),
+        concat_or_empty([o.quality.duplicates for o in outcomes], DUPLICATES).sort("partition", "offset"),
+        concat_or_empty([o.quality.gaps for o in outcomes], GAPS),
+        concat_or_empty([o.quality.by_key for o in outcomes], KEY_STATS).sort("key"),
+        concat_or_empty([o.quality.by_partition for o in outcomes], PARTITION_STATS).sort("partition"),
         sum(o.quality.counts()["events"] for o in outcomes),
     )
     raw = ReplayResult(raw_snap, {o.partition: o.raw_read for o in outcomes}, None, None, elapsed, kept=False)
@@ -494,11 +488,11 @@ def _merge(
         raw=raw,
         outputs=outputs,
         quality=quality,
-        quarantine=_concat([o.quarantine for o in outcomes], QUARANTINE),
-        outputs_quarantine=_concat([o.outputs_quarantine for o in outcomes], QUARANTINE),
+        quarantine=concat_or_empty([o.quarantine for o in outcomes], QUARANTINE),
+        outputs_quarantine=concat_or_empty([o.outputs_quarantine for o in outcomes], QUARANTINE),
         records_in_range=sum(o.records_in_range for o in outcomes),
         metrics_seen={m for o in outcomes for m in o.metrics_seen},
-        corrections=_concat([o.corrections for o in outcomes], CORRECTIONS),
+        corrections=concat_or_empty([o.corrections for o in outcomes], CORRECTIONS),
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={name: [x for o in outcomes for x in o.parts[name]] for name in ("comparison", "truth", "originals")},
         work_dir=work_dir,
