@@ -59,13 +59,6 @@ BATCH_RECORDS = 50_000
 GROUP_ROWS = 400_000
 
 
-def write_part(frame: pl.DataFrame, work_dir: str, name: str, partition: int, parts: dict[str, list[str]]) -> None:
-    """Write ``frame`` as the next ``name`` part of ``partition`` (read back soon, once: fast beats small)."""
-    path = Path(work_dir) / f"{name}-p{partition:05d}-{len(parts[name]):03d}.parquet"
-    frame.write_parquet(path, compression="lz4")
-    parts[name].append(str(path))
-
-
 class Spool:
     """Parquet parts of one kind of frame of one partition, written batch by batch, read back lazily."""
 
@@ -192,7 +185,6 @@ class PartitionOutcome:
     corrections: pl.DataFrame
     counts: pl.DataFrame  # summary_counts of the partition's comparison
     parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
-    seconds: dict[str, float]
 
 
 _READERS: dict[Any, Reader] = {}
@@ -223,8 +215,6 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
     if progress is None:
         progress = QueueProgress(_QUEUE) if _QUEUE is not None else NoProgress()
     spec, p = task.spec, task.partition
-    seconds: dict[str, float] = {}
-    mark = time.monotonic()
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
     raw_reader = _reader(task.raw_source, task.client)
     out_reader = _reader(task.outputs_source, task.client)
@@ -235,20 +225,17 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
     events_sink = EventSink(spec, task.from_ms, task.to_ms + task.slack_ms, events)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
-    seconds["replay_validate"] = time.monotonic() - mark
-    mark = time.monotonic()
     out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
     out_sink = OutputSink(originals)
     outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
-    seconds["replay_decode_outputs"] = time.monotonic() - mark
-    mark = time.monotonic()
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
     grouped = KeyGroupDedup(
         events.lazy(), quarantine=quarantine, fields=spec.fields, max_rows=None if task.emulate_grace else GROUP_ROWS
     )
-    parts: dict[str, list[str]] = {"comparison": [], "truth": [], "originals": list(originals.paths)}
+    truths = Spool(task.work_dir, "truth", p, RESULTS)
+    comparisons = Spool(task.work_dir, "comparison", p, COMPARISON)
     raw_keys: list[str] = []
     hashes, corrections, counts = [], [], []
     window = {"from_ms": task.from_ms, "to_ms": task.to_ms}
@@ -257,7 +244,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         comparison = compare(published, truth, spec, **window, abs_tol=task.abs_tol, rel_tol=task.rel_tol)
         corrections.append(corrections_from(comparison))
         counts.append(summary_counts(comparison))
-        write_part(comparison, task.work_dir, "comparison", p, parts)
+        comparisons.write(comparison)
 
     for unique in grouped.groups():
         keys = unique.get_column("key").unique()
@@ -265,7 +252,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         hashes.append(unique.get_column("event_id").hash())
         truth = recompute(unique, spec, **window, emulate_grace=task.emulate_grace, presorted=True)
         del unique
-        write_part(truth, task.work_dir, "truth", p, parts)
+        truths.write(truth)
         compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
         del truth
     # outputs of keys without a valid raw event here: all extra (or published to the wrong partition)
@@ -275,7 +262,6 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         compare_part(orphans, empty(RESULTS))
     del orphans
     events.remove()
-    seconds["dedup_recompute_compare"] = time.monotonic() - mark
     return PartitionOutcome(
         partition=p,
         raw_read=raw_read,
@@ -290,8 +276,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         metrics_seen=sorted(out_sink.metrics),
         corrections=concat_or_empty(corrections, CORRECTIONS),
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
-        parts=parts,
-        seconds={k: round(v, 3) for k, v in seconds.items()},
+        parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
     )
 
 
@@ -347,7 +332,6 @@ class PartitionedRecovery:
     counts: pl.DataFrame  # summary_counts, all partitions
     parts: dict[str, list[str]]
     work_dir: Path
-    seconds: dict[int, dict[str, float]]
 
     def lazy(self, name: str) -> pl.LazyFrame:
         """The ``comparison``, ``truth`` or ``originals`` parts as one lazy frame (partition order)."""
@@ -496,5 +480,4 @@ def _merge(
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={name: [x for o in outcomes for x in o.parts[name]] for name in ("comparison", "truth", "originals")},
         work_dir=work_dir,
-        seconds={o.partition: o.seconds for o in outcomes},
     )

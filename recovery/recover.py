@@ -108,6 +108,15 @@ class Truth:
         return self._results
 
 
+def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source) -> None:
+    """:class:`DataError` when the replay read nothing, or nothing with a Kafka time inside the range."""
+    if records == 0 or in_range == 0:
+        raise DataError(
+            f"no raw events in {rng} on {source.describe()}",
+            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
+        )
+
+
 def truth_for_range(
     spec: PipelineSpec,
     from_ms: int,
@@ -135,11 +144,7 @@ def truth_for_range(
     )
     records = raw.frame()
     in_range = records.filter(pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")).height
-    if records.height == 0 or in_range == 0:
-        raise DataError(
-            f"no raw events in {TimeRange(from_ms, to_ms)} on {raw_source.describe()}",
-            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
-        )
+    check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
     events, quarantine = validate(records, spec)
     quality = dedup(events, quarantine=quarantine, fields=spec.fields)
     results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
@@ -387,11 +392,7 @@ def _by_partition(
     timings["partitions"] = time.monotonic() - mark
     if why is not None:
         return None, why
-    if found.raw.count == 0 or found.records_in_range == 0:
-        raise DataError(
-            f"no raw events in {rng} on {raw.describe()}",
-            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
-        )
+    check_raw_found(found.raw.count, found.records_in_range, rng, raw)
     check_metric_names(spec, found.metrics_seen, out.describe())
     mark = time.monotonic()
     summary = summarize_counts(found.counts)
