@@ -279,5 +279,17 @@ class ConfluentReader:
             hint="check the broker (`recovery kafka status`) and retry",
         )
 
+    def first_at(self, partition: int, ts_ms: int) -> int | None:
+        """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
+        ck, topic = self._ck, self.source.topic
+        try:
+            found = self.consumer.offsets_for_times(
+                [ck.TopicPartition(topic, partition, max(0, ts_ms))], timeout=bootstrap_timeout_s(self.source.settings)
+            )
+        except ck.KafkaException as exc:
+            self._raise(exc.args[0] if exc.args else None, f"looking up offsets by time in {topic}[{partition}]")
+        offset = found[0].offset if found else -1
+        return None if offset < 0 else int(offset)
+
     def close(self) -> None:
         self.consumer.close()

@@ -3,7 +3,8 @@
 Duplicates share an ``event_id``: the first copy by (partition, offset) is kept, later copies are dropped
 and flagged ``conflicting`` when their content differs. Events are then ordered per key by event time,
 ties by ``seq``: the order truth is computed in. The quality figures say what went wrong upstream:
-seq gaps (events that never reached the topic: unrecoverable, reported as such), duplicates, the share
+seq gaps (events that never reached the topic: unrecoverable, reported as such; see :class:`Coverage` for
+when a gap counts as lost rather than outside what was read), duplicates, the share
 of events that arrived after a later event of their key (out of order), and lateness (Kafka timestamp
 minus event time).
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -35,8 +36,28 @@ GAPS = pl.Schema(
         "to_seq": pl.Int64,
         "missing": pl.Int64,
         "malformed_nearby": pl.Int64,
+        "outside_range": pl.Boolean,  # the missing seqs may be in the log outside what was read: not lost
     }
 )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a replay can vouch for when it calls a run of missing seqs lost upstream.
+
+    ``partitions`` maps a partition to ``(floor_ms, from_origin)``: every record before the read's start is
+    stamped before ``floor_ms`` (None: unknown), and ``from_origin`` when the read started at offset 0.
+    ``until_ms`` is the range end. A run between a key's seqs ``a`` and ``b`` is lost only when no record
+    of it can lie outside what was read: ``a``'s event time is at or after the floor (or the read started
+    at offset 0), since a key's later seqs happen later and are stamped no earlier than they happen; and
+    ``b``'s event time is before ``until_ms``, since records later than the read's slack are out of reach.
+    Missing first seqs (1 .. first seen - 1) are reported only when the read started at offset 0.
+    Other runs are reported with ``outside_range`` set, never counted as lost.
+    """
+
+    partitions: Mapping[int, tuple[int | None, bool]] = field(default_factory=dict)
+    until_ms: int | None = None
+
 
 # A dropped copy of an event and the copy that was kept.
 DUPLICATES = pl.Schema(
@@ -79,14 +100,17 @@ class DedupResult:
     event_count: int | None = None  # set when ``events`` was not kept (a recovery partition by partition)
 
     def counts(self) -> dict[str, Any]:
-        """Totals for summaries and manifests."""
+        """Totals for summaries and manifests (gaps outside what was read apart: not lost)."""
+        inside = self.gaps.filter(~pl.col("outside_range"))
+        outside = self.gaps.filter(pl.col("outside_range"))
         return {
             "events": self.events.height if self.event_count is None else self.event_count,
             "duplicates": self.duplicates.height,
             "conflicting_duplicates": int(self.duplicates.get_column("conflicting").sum() or 0),
-            "gaps": self.gaps.height,
-            "missing_events": int(self.gaps.get_column("missing").sum() or 0),
-            "lost_events": int((self.gaps.get_column("missing") - self.gaps.get_column("malformed_nearby")).sum() or 0),
+            "gaps": inside.height,
+            "missing_events": int(inside.get_column("missing").sum() or 0),
+            "lost_events": int((inside.get_column("missing") - inside.get_column("malformed_nearby")).sum() or 0),
+            "outside_range_events": int(outside.get_column("missing").sum() or 0),
             "out_of_order": int(self.by_key.get_column("out_of_order").sum() or 0),
         }
 
@@ -136,49 +160,100 @@ def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | None = None) -> pl.DataFrame:
-    """(key, seq, partition, offset) of quarantined records; seq is null where the raw value does not show it."""
+    """(key, seq, partition, offset, timestamp_ms) of quarantined records; seq is null where the raw value does
+    not show it."""
     fields = fields or FieldsSpec()
-    schema = {"key": pl.String, "seq": pl.Int64, "partition": pl.Int32, "offset": pl.Int64}
+    schema = {"key": pl.String, "seq": pl.Int64, "partition": pl.Int32, "offset": pl.Int64, "timestamp_ms": pl.Int64}
     if quarantine.height == 0:
         return pl.DataFrame(schema=schema)
     seq_name, key_name = re.escape(json.dumps(fields.seq)), re.escape(json.dumps(fields.key))
     seq = pl.col("value").str.extract(rf"{seq_name}\s*:\s*(\d{{1,18}})\s*[,}}]").cast(pl.Int64, strict=False)
     key = pl.coalesce(pl.col("value").str.extract(rf'{key_name}\s*:\s*"([^"\\]*)"'), pl.col("key"))
-    found = conform(quarantine, QUARANTINE).select(key.alias("key"), seq.alias("seq"), "partition", "offset")
+    found = conform(quarantine, QUARANTINE).select(
+        key.alias("key"), seq.alias("seq"), "partition", "offset", "timestamp_ms"
+    )
     return found.filter(pl.col("key").is_not_null()).cast(schema)  # type: ignore[arg-type]
 
 
-def seq_gaps(events: pl.DataFrame, quarantined: pl.DataFrame | None = None) -> pl.DataFrame:
-    """GAPS: runs of seqs missing between the seqs a key's events (and quarantined records) carry."""
-    seen = events.select("key", "seq", "partition", "offset")
+def seq_gaps(
+    events: pl.DataFrame, quarantined: pl.DataFrame | None = None, coverage: Coverage | None = None
+) -> pl.DataFrame:
+    """GAPS: runs of seqs missing between the seqs a key's events (and quarantined records) carry.
+
+    Without ``coverage`` every run between two seen seqs counts as lost; with it, runs that may lie outside
+    what was read are marked ``outside_range`` and missing first seqs are reported when the read started
+    at offset 0 (:class:`Coverage`).
+    """
+    # _lo: the event time a run after this seq starts at or after (unknown for a quarantined record);
+    # _hi: a time this seq's event happened at or before (a quarantined record's Kafka timestamp)
+    seen = events.select("key", "seq", "partition", "offset", pl.col("ts").alias("_lo"), pl.col("ts").alias("_hi"))
     unreadable = None
     if quarantined is not None and quarantined.height:
-        known = quarantined.filter(pl.col("seq").is_not_null()).select(seen.columns)
+        known = quarantined.filter(pl.col("seq").is_not_null()).select(
+            "key",
+            "seq",
+            "partition",
+            "offset",
+            pl.lit(None, dtype=pl.Int64).alias("_lo"),
+            pl.col("timestamp_ms").alias("_hi"),
+        )
         seen = pl.concat([seen, known.cast(dict(seen.schema))])  # type: ignore[arg-type]
         unreadable = quarantined.filter(pl.col("seq").is_null()).select("key", "partition", "offset")
     if seen.height == 0:
         return empty(GAPS)
     ordered = _sorted_by_key_and(seen, "seq")
     same_key = pl.col("key") == pl.col("key").shift(-1)
-    gaps = (
-        ordered.with_columns(
-            pl.when(same_key).then(pl.col("seq").shift(-1)).alias("_next_seq"),
-            pl.when(same_key).then(pl.col("offset").shift(-1)).alias("_next_offset"),
-        )
-        .filter(pl.col("_next_seq") - pl.col("seq") > 1)
-        .with_columns(
-            (pl.col("seq") + 1).alias("from_seq"),
-            (pl.col("_next_seq") - 1).alias("to_seq"),
-            (pl.col("_next_seq") - pl.col("seq") - 1).alias("missing"),
-            pl.min_horizontal("offset", "_next_offset").alias("_lo"),
-            pl.max_horizontal("offset", "_next_offset").alias("_hi"),
-        )
+    runs = ordered.with_columns(
+        pl.when(same_key).then(pl.col("seq").shift(-1)).alias("_next_seq"),
+        pl.when(same_key).then(pl.col("offset").shift(-1)).alias("_next_offset"),
+        pl.when(same_key).then(pl.col("_hi").shift(-1)).alias("_next_hi"),
     )
+    gaps = runs.filter(pl.col("_next_seq") - pl.col("seq") > 1).with_columns(
+        (pl.col("seq") + 1).alias("from_seq"),
+        (pl.col("_next_seq") - 1).alias("to_seq"),
+        (pl.col("_next_seq") - pl.col("seq") - 1).alias("missing"),
+        pl.min_horizontal("offset", "_next_offset").alias("_lo_offset"),
+        pl.max_horizontal("offset", "_next_offset").alias("_hi_offset"),
+    )
+    if coverage is None:
+        gaps = gaps.with_columns(pl.lit(False).alias("outside_range"))
+    else:
+        floors = pl.DataFrame(
+            {
+                "partition": list(coverage.partitions),
+                "_floor": [f for f, _ in coverage.partitions.values()],
+                "_origin": [o for _, o in coverage.partitions.values()],
+            },
+            schema={"partition": pl.Int32, "_floor": pl.Int64, "_origin": pl.Boolean},
+        )
+        until = pl.lit(coverage.until_ms, dtype=pl.Int64)
+        before_end = (pl.col("_next_hi") < until).fill_null(False) if coverage.until_ms is not None else pl.lit(True)
+        after_floor = pl.col("_origin").fill_null(False) | (pl.col("_lo") >= pl.col("_floor")).fill_null(False)
+        gaps = gaps.join(floors, on="partition", how="left").with_columns(
+            (~(after_floor & before_end)).alias("outside_range")
+        )
+        # a key whose first seen seq is not 1, in a partition read from offset 0: its first seqs never arrived
+        firsts = ordered.filter(pl.col("key").is_first_distinct()).join(
+            floors.filter("_origin"), on="partition", how="inner"
+        )
+        first_hi = (pl.col("_hi") < until).fill_null(False) if coverage.until_ms is not None else pl.lit(True)
+        leading = firsts.filter((pl.col("seq") > 1) & first_hi).select(
+            "key",
+            "partition",
+            pl.lit(1, dtype=pl.Int64).alias("from_seq"),
+            (pl.col("seq") - 1).alias("to_seq"),
+            (pl.col("seq") - 1).alias("missing"),
+            pl.lit(-1, dtype=pl.Int64).alias("_lo_offset"),
+            pl.col("offset").alias("_hi_offset"),
+            pl.lit(False).alias("outside_range"),
+        )
+        cols = leading.columns
+        gaps = pl.concat([leading, gaps.select(cols).cast(dict(leading.schema))])  # type: ignore[arg-type]
     if unreadable is not None and unreadable.height and gaps.height:
         nearby = (
-            gaps.select("key", "from_seq", "partition", "_lo", "_hi")
+            gaps.select("key", "from_seq", "partition", "_lo_offset", "_hi_offset")
             .join(unreadable.rename({"offset": "_q"}), on=["key", "partition"], how="inner")
-            .filter(pl.col("_q").is_between(pl.col("_lo"), pl.col("_hi"), closed="none"))
+            .filter(pl.col("_q").is_between(pl.col("_lo_offset"), pl.col("_hi_offset"), closed="none"))
             .group_by("key", "from_seq")
             .agg(pl.len().cast(pl.Int64).alias("_near"))
         )
@@ -243,14 +318,18 @@ def _stats(
 
 
 def dedup(
-    events: pl.DataFrame, *, quarantine: pl.DataFrame | None = None, fields: FieldsSpec | None = None
+    events: pl.DataFrame,
+    *,
+    quarantine: pl.DataFrame | None = None,
+    fields: FieldsSpec | None = None,
+    coverage: Coverage | None = None,
 ) -> DedupResult:
     """Unique events ordered per key by (ts, seq), with duplicates, seq gaps and quality figures.
 
     Seqs that a quarantined record still shows (``quarantine``) are malformed, not lost, so they do not
     count as gaps; quarantined records whose seq is unreadable are noted next to the gaps they may fill.
     """
-    grouped = KeyGroupDedup(events, quarantine=quarantine, fields=fields)
+    grouped = KeyGroupDedup(events, quarantine=quarantine, fields=fields, coverage=coverage)
     ordered = [group for group in grouped.groups()]
     return grouped.result(events=ordered[0] if ordered else order_by_event_time(empty(EVENTS)))
 
@@ -271,6 +350,7 @@ class KeyGroupDedup:
         quarantine: pl.DataFrame | None = None,
         fields: FieldsSpec | None = None,
         max_rows: int | None = None,
+        coverage: Coverage | None = None,
     ) -> None:
         if quarantine is not None:
             require_columns(quarantine, QUARANTINE, "QUARANTINE")
@@ -293,6 +373,7 @@ class KeyGroupDedup:
                     in_group = pl.col("_group") == g if g else pl.col("_group").fill_null(0) == 0
                     group_seqs = labelled.filter(in_group).drop("_group")
                 self._pending.append((lazy.filter(pl.col("key").is_in(mine)), group_seqs))
+        self.coverage = coverage
         self.event_count = 0
         self._duplicates: list[pl.DataFrame] = []
         self._gaps: list[pl.DataFrame] = []
@@ -306,7 +387,7 @@ class KeyGroupDedup:
             source, seqs = self._pending.pop(0)
             unique, duplicates = drop_duplicates(source if isinstance(source, pl.DataFrame) else source.collect())
             del source
-            gaps = seq_gaps(unique, seqs)
+            gaps = seq_gaps(unique, seqs, self.coverage)
             self._duplicates.append(duplicates)
             self._gaps.append(gaps)
             self._by_key.append(_quality(unique, duplicates, gaps, "key"))

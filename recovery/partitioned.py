@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from recovery.compare import compare, summary_counts
-from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, DedupResult, KeyGroupDedup
+from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
 from recovery.errors import ConfigError
 from recovery.fixes import corrections_from
 from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, OUTPUTS, QUARANTINE, RESULTS, concat_or_empty, empty
@@ -219,7 +219,15 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
     raw_reader = _reader(task.raw_source, task.client)
     out_reader = _reader(task.outputs_source, task.client)
     raw_job = PartitionJob(
-        task.raw_source, task.from_ms, spec.lookback_events, spec.fields, None, BATCH_RECORDS, "raw", task.client
+        task.raw_source,
+        task.from_ms,
+        spec.lookback_events,
+        spec.fields,
+        None,
+        BATCH_RECORDS,
+        "raw",
+        task.client,
+        task.to_ms,
     )
     events = Spool(task.work_dir, "events", p, EVENTS)
     events_sink = EventSink(spec, task.from_ms, task.to_ms + task.slack_ms, events)
@@ -232,7 +240,11 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
     grouped = KeyGroupDedup(
-        events.lazy(), quarantine=quarantine, fields=spec.fields, max_rows=None if task.emulate_grace else GROUP_ROWS
+        events.lazy(),
+        quarantine=quarantine,
+        fields=spec.fields,
+        max_rows=None if task.emulate_grace else GROUP_ROWS,
+        coverage=Coverage({p: raw_read.coverage}, task.to_ms),
     )
     truths = Spool(task.work_dir, "truth", p, RESULTS)
     comparisons = Spool(task.work_dir, "comparison", p, COMPARISON)

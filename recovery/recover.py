@@ -29,7 +29,7 @@ from recovery.compare import (
     summarize_counts,
 )
 from recovery.config import KafkaSettings
-from recovery.dedup import DedupResult, dedup
+from recovery.dedup import Coverage, DedupResult, dedup
 from recovery.errors import ConfigError, DataError
 from recovery.fixes import FixSet, corrections_from, fixset_from, write_fixset
 from recovery.outputs import decode_outputs
@@ -146,7 +146,8 @@ def truth_for_range(
     in_range = records.filter(pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")).height
     check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
     events, quarantine = validate(records, spec)
-    quality = dedup(events, quarantine=quarantine, fields=spec.fields)
+    coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
+    quality = dedup(events, quarantine=quarantine, fields=spec.fields, coverage=coverage)
     results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
     return Truth(results, quality, quarantine, raw)
 
@@ -272,8 +273,14 @@ class RecoveryReport:
             f"{format_ms(self.fixset.content['range']['to_ms'])} (incident {self.fixset.incident})",
             f"raw: {self.truth.replay.count:,} records, {q['events']:,} valid events, "
             f"{q['quarantined']:,} quarantined, {q['duplicates']:,} duplicates "
-            f"({q['conflicting_duplicates']:,} conflicting), {q['gaps']:,} seq gaps: {q['lost_events']:,} events "
-            f"lost upstream (unrecoverable), {q['missing_events'] - q['lost_events']:,} more possibly malformed",
+            f"({q['conflicting_duplicates']:,} conflicting; the first copy by partition and offset is kept), "
+            f"{q['gaps']:,} seq gaps: {q['lost_events']:,} events "
+            f"lost upstream (unrecoverable), {q['missing_events'] - q['lost_events']:,} more possibly malformed"
+            + (
+                f", {q['outside_range_events']:,} missing seqs outside what was read (not counted as lost)"
+                if q.get("outside_range_events")
+                else ""
+            ),
             f"outputs: {self.outputs_replay.count:,} records, {self.originals_count:,} results",
             *self.summary.lines(),
             f"fix set: {c['upsert']:,} upserts, {c['retract']:,} retractions, digest {self.fixset.digest}",

@@ -54,6 +54,7 @@ class PartitionPlan:
     log_end: int
     start: int
     end: int
+    floor_ms: int | None = None  # every record before ``start`` is stamped before this (None: unknown)
 
     @property
     def records(self) -> int:
@@ -94,6 +95,13 @@ class PartitionRead:
     last_offset: int | None
     seconds: float
     parts: tuple[str, ...] = ()
+    floor_ms: int | None = None  # every record before ``start`` is stamped before this (None: unknown)
+    from_origin: bool = False  # the read started at offset 0: the partition's whole history was read
+
+    @property
+    def coverage(self) -> tuple[int | None, bool]:
+        """(floor_ms, from_origin): what the read can vouch for, for seq gaps (:class:`recovery.dedup.Coverage`)."""
+        return self.floor_ms, self.from_origin
 
 
 @dataclass
@@ -154,42 +162,64 @@ class PartitionJob:
     batch_records: int
     label: str
     client: str = DEFAULT_CLIENT
+    to_ms: int | None = None
 
 
-# ------------------------------------------------------------------------------------- sma lookback
+# ------------------------------------------------------------------------------------------- lookback
 
 
 class _LookbackNeed:
-    """Tracks, per key with events in the range, whether enough earlier events were read."""
+    """The count-window lookback of one partition: which earlier events the keys of the range still need.
 
-    def __init__(self, from_ms: int, events_needed: int, fields: FieldsSpec) -> None:
+    A key with events in the range needs the ``needed`` events that precede the range start in (event time,
+    seq) order. Among the records read, take the latest ``needed`` such events of each key; ``floor`` is
+    the earliest event time among them. Every copy of every event at or after ``floor`` has a Kafka
+    timestamp ``>= floor`` (a record is never stamped before its event happened), so once the read starts at
+    or before the first offset stamped ``>= floor`` nothing the keys need is left unread, whatever order the
+    events arrived in (a late or re-sent older event cannot stand in for a newer one that was not read).
+    A key with fewer than ``needed`` earlier events read needs more of the log, unless its first event
+    (seq 1) was read: then it has no earlier events.
+    """
+
+    def __init__(self, from_ms: int, to_ms: int | None, events_needed: int, fields: FieldsSpec) -> None:
         self.from_ms = from_ms
+        self.to_ms = to_ms
         self.needed = events_needed
         self.fields = fields
         self.keys: set[str] = set()
-        self.before = pl.DataFrame(schema={"key": pl.String, "event_id": pl.String})
-        self.first_seq = pl.DataFrame(schema={"key": pl.String, "seq": pl.Int64})
+        # per key, the latest ``needed`` distinct events before the range start (and the key's seq 1, if read)
+        self.before = pl.DataFrame(schema={"key": pl.String, "event_id": pl.String, "ts": pl.Int64, "seq": pl.Int64})
+        self.starts: set[str] = set()
 
-    def add(self, frame: pl.DataFrame, *, in_range: bool, events: pl.DataFrame | None = None) -> None:
+    def add(self, frame: pl.DataFrame, *, events: pl.DataFrame | None = None) -> None:
         """Note the keys and earlier events of ``frame`` (``events``: its valid events, if already known)."""
         if events is None:
             events, _ = validate(frame, self.fields)
-        if in_range:
-            self.keys.update(events.filter(pl.col("ts") >= self.from_ms).get_column("key").unique().to_list())
-        earlier = events.filter(pl.col("ts") < self.from_ms).select("key", "event_id")
-        self.before = pl.concat([self.before, earlier]).unique()
-        seqs = events.group_by("key").agg(pl.col("seq").min())
-        self.first_seq = pl.concat([self.first_seq, seqs]).group_by("key").agg(pl.col("seq").min())
+        ts = pl.col("ts")
+        in_range = ts >= self.from_ms if self.to_ms is None else ts.is_between(self.from_ms, self.to_ms, closed="left")
+        self.keys.update(events.filter(in_range).get_column("key").unique().to_list())
+        earlier = events.filter(ts < self.from_ms).select("key", "event_id", "ts", "seq")
+        self.starts.update(earlier.filter(pl.col("seq") <= 1).get_column("key").unique().to_list())
+        latest = (
+            pl.concat([self.before, earlier])
+            .unique(["key", "event_id"], keep="first")
+            .sort("key", "ts", "seq", descending=[False, True, True])
+        )
+        self.before = latest.filter(pl.int_range(pl.len()).over("key") < self.needed)
 
-    def satisfied(self) -> bool:
+    def shortfall(self) -> tuple[bool, int | None]:
+        """(a key of the range has too few earlier events read, the event time the read must reach back to)."""
         if not self.keys:
-            return True
-        counts = dict(self.before.group_by("key").len().iter_rows())
-        starts = dict(self.first_seq.iter_rows())
-        return all(counts.get(k, 0) >= self.needed or starts.get(k, 2) <= 1 for k in self.keys)
+            return False, None
+        wanted = self.before.filter(pl.col("key").is_in(pl.Series(sorted(self.keys), dtype=pl.String).implode()))
+        found = dict(wanted.group_by("key").len().iter_rows())
+        short = any(found.get(k, 0) < self.needed and k not in self.starts for k in self.keys)
+        floor = wanted.get_column("ts").min()
+        return short, None if floor is None else int(floor)  # type: ignore[arg-type]
 
-    def chunk(self) -> int:
-        return max(MIN_LOOKBACK_CHUNK, 2 * self.needed * len(self.keys))
+    def chunk(self, steps: int) -> int:
+        """Records to step back when keys are short of earlier events (doubling, so sparse keys take few steps)."""
+        return max(MIN_LOOKBACK_CHUNK, 2 * self.needed * len(self.keys)) << min(steps, 20)
 
 
 def run_partition(
@@ -199,11 +229,16 @@ def run_partition(
     sink: Sink,
     progress: ProgressSink,
 ) -> PartitionRead:
-    """Read ``plan``'s range, then step back until the sma lookback is satisfied."""
+    """Read ``plan``'s range, then read back until the count-window lookback is complete (a fixed point).
+
+    Time windows need nothing before the plan's start: a window inside the range holds events at or after
+    its start, stamped at or after it. Count windows need each key's earlier events, which may lie anywhere
+    before the start when they arrived late; see :class:`_LookbackNeed`.
+    """
     started = time.monotonic()
     p = plan.partition
     need = (
-        _LookbackNeed(job.from_ms, job.lookback_events, job.fields)
+        _LookbackNeed(job.from_ms, job.to_ms, job.lookback_events, job.fields)
         if job.lookback_events > 0 and job.from_ms is not None and job.fields is not None
         else None
     )
@@ -212,7 +247,7 @@ def run_partition(
     last: int | None = None
     progress.update(p, 0, total)
 
-    def consume(start: int, end: int, in_range: bool) -> None:
+    def consume(start: int, end: int) -> None:
         nonlocal done, first, last
         for frame in reader.read(p, start, end, job.batch_records):
             if frame.height == 0:
@@ -222,20 +257,42 @@ def run_partition(
             first = lo if first is None else min(first, lo)
             last = hi if last is None else max(last, hi)
             if need is not None:
-                need.add(frame, in_range=in_range, events=events)
+                need.add(frame, events=events)
             done += frame.height
             progress.update(p, done, total)
 
-    consume(plan.start, plan.end, True)
-    start = plan.start
-    while need is not None and start > plan.log_start and not need.satisfied():
-        earlier = max(plan.log_start, start - need.chunk())
+    consume(plan.start, plan.end)
+    start, floor, steps = plan.start, plan.floor_ms, 0
+    while need is not None and start > plan.log_start:
+        short, needed_from = need.shortfall()
+        earlier = start
+        if needed_from is not None and (floor is None or needed_from < floor):
+            at = reader.first_at(p, needed_from)
+            if at is not None and at < start:
+                earlier = max(plan.log_start, at)
+            floor = needed_from if floor is None else min(floor, needed_from)
+        if short:
+            earlier = min(earlier, max(plan.log_start, start - need.chunk(steps)))
+            steps += 1
+        if earlier >= start:
+            break
         total += start - earlier
-        consume(earlier, start, False)
+        consume(earlier, start)
         start = earlier
     progress.update(p, done, done)
     parts = tuple(sink.parts) if isinstance(sink, ParquetSink) else ()
-    return PartitionRead(p, start, plan.end, done, first, last, round(time.monotonic() - started, 3), parts)
+    return PartitionRead(
+        p,
+        start,
+        plan.end,
+        done,
+        first,
+        last,
+        round(time.monotonic() - started, 3),
+        parts,
+        floor_ms=floor,
+        from_origin=start == plan.log_start == 0,
+    )
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -273,7 +330,8 @@ def plan(
                 raise ConfigError(f"offsets for partition {p} must satisfy 0 <= start <= end, got [{start}, {end})")
         end = min(max(end, log_start), log_end)
         start = min(max(start, log_start), end)
-        plans.append(PartitionPlan(p, log_start, log_end, start, end))
+        floor = from_ms - lookback_ms if from_ms is not None and offsets is None else None
+        plans.append(PartitionPlan(p, log_start, log_end, start, end, floor))
     if offsets is not None:
         unknown = sorted(set(offsets) - set(bounds))
         if unknown:
@@ -511,6 +569,7 @@ def replay(
         batch_records,
         _label(source),
         client,
+        to_ms,
     )
     with PartitionProgress(_label(source), enabled=progress_enabled(quiet)) as progress:
         reads, frames = _run_all(job, snapshot.partitions, workers, progress)

@@ -131,7 +131,7 @@ def replay_group(
     directory = prepare_out_dir(out_dir, shared=True)
     tag = run_tag(snapshot)
     member_name = f"{socket.gethostname()}-{time.time_ns() % 10**9:09d}"
-    job = PartitionJob(source, from_ms, lookback_events, fields, str(directory), batch_records, topic, client)
+    job = PartitionJob(source, from_ms, lookback_events, fields, str(directory), batch_records, topic, client, to_ms)
     listener = _Listener()
     member = new_consumer(
         settings,

@@ -2,9 +2,10 @@
 
 Readers (kafka-python here, librdkafka in :mod:`recovery.backends`, archive files) share one interface:
 ``read(partition, start, end, batch_records)`` yields RECORDS frames of the records with
-``start <= offset < end`` in offset order, at most ``batch_records`` rows each. The per-record work is
-appending to column lists; frames are built in bulk. Sinks keep the frames in memory or write each one
-as a Parquet part named after its partition and offsets.
+``start <= offset < end`` in offset order, at most ``batch_records`` rows each; ``first_at(partition, ts_ms)``
+is the first offset whose timestamp is ``>= ts_ms`` (Kafka's offsets-for-times), which the lookback uses.
+The per-record work is appending to column lists; frames are built in bulk. Sinks keep the frames in memory
+or write each one as a Parquet part named after its partition and offsets.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ class KafkaReader:
             frame = records_frame(partition, offsets, stamps, keys, values)
             yield from (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
 
+    def first_at(self, partition: int, ts_ms: int) -> int | None:
+        """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
+        settings, tp = self.source.settings, TopicPartition(self.source.topic, partition)
+        action = f"looking up offsets by time in {self.source.topic}[{partition}]"
+        found = guarded(settings, action, lambda: self.consumer.offsets_for_times({tp: max(0, ts_ms)}))
+        hit = found.get(tp)
+        return None if hit is None else int(hit.offset)
+
     def close(self) -> None:
         self.consumer.close()
 
@@ -101,6 +110,12 @@ class FileReader:
         frame = self._partition(partition).filter(pl.col("offset").is_between(start, end, closed="left"))
         for offset in range(0, frame.height, batch_records):
             yield frame.slice(offset, batch_records)
+
+    def first_at(self, partition: int, ts_ms: int) -> int | None:
+        """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
+        frame = self._partition(partition)
+        found = frame.filter(pl.col("timestamp_ms") >= ts_ms).get_column("offset").min()
+        return None if found is None else int(found)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._cached = None

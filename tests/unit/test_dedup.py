@@ -6,7 +6,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, KeyGroupDedup, dedup, lateness, seq_gaps
+from recovery.dedup import (
+    DUPLICATES,
+    GAPS,
+    KEY_STATS,
+    PARTITION_STATS,
+    Coverage,
+    KeyGroupDedup,
+    dedup,
+    lateness,
+    seq_gaps,
+)
 from recovery.errors import DataError
 from recovery.frames import EVENTS, QUARANTINE
 
@@ -55,10 +65,10 @@ def test_ties_in_event_time_are_broken_by_seq() -> None:
 
 def test_seq_gaps_exclude_quarantined_seqs() -> None:
     result = dedup(events(), quarantine=quarantine())
-    expected = pl.DataFrame([("A", 3, 3, 1, 0), ("B", 4, 4, 1, 0)], schema=GAPS, orient="row")
+    expected = pl.DataFrame([("A", 3, 3, 1, 0, False), ("B", 4, 4, 1, 0, False)], schema=GAPS, orient="row")
     assert_frame_equal(result.gaps, expected)
     without = dedup(events())
-    assert without.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 0)]
+    assert without.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 0, False)]
 
 
 def test_quarantined_records_with_unreadable_seqs_are_noted_next_to_the_gap_they_may_fill() -> None:
@@ -73,7 +83,7 @@ def test_quarantined_records_with_unreadable_seqs_are_noted_next_to_the_gap_they
         orient="row",
     )
     result = dedup(events(rows), quarantine=unreadable)
-    assert result.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 1)]
+    assert result.gaps.filter(pl.col("key") == "B").rows() == [("B", 3, 4, 2, 1, False)]
     assert result.counts()["missing_events"] == 3
     assert result.counts()["lost_events"] == 2
 
@@ -98,6 +108,7 @@ def test_quality_per_key_and_partition() -> None:
         "gaps": 2,
         "missing_events": 2,
         "lost_events": 2,
+        "outside_range_events": 0,
         "out_of_order": 1,
     }
 
@@ -174,3 +185,53 @@ def test_an_event_id_under_two_keys_keeps_dedup_in_one_group() -> None:
     grouped = KeyGroupDedup(frame, max_rows=10)
     assert len(list(grouped.groups())) == 1
     assert_frame_equal(grouped.result().duplicates, dedup(frame).duplicates)
+
+
+def gap_rows(result: pl.DataFrame) -> list[tuple]:
+    return result.select("key", "from_seq", "to_seq", "outside_range").rows()
+
+
+def test_gap_whose_lower_seq_is_before_the_read_floor_is_outside_the_range() -> None:
+    # K-2 (ts 10) was read only because it arrived late; seqs 3..5 may sit before the read start (floor 100)
+    rows = [(0, 50, 150, "K-2", "K", 2, 10, 1.0, 1.0), (0, 51, 160, "K-6", "K", 6, 160, 1.0, 1.0)]
+    gaps = seq_gaps(events(rows), coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(gaps) == [("K", 3, 5, True)]
+    assert dedup(events(rows), coverage=Coverage({0: (100, False)}, 1_000)).counts()["lost_events"] == 0
+
+
+def test_gap_between_seqs_after_the_floor_and_before_the_end_is_lost() -> None:
+    rows = [(0, 50, 150, "K-2", "K", 2, 120, 1.0, 1.0), (0, 51, 160, "K-6", "K", 6, 160, 1.0, 1.0)]
+    result = dedup(events(rows), coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(result.gaps) == [("K", 3, 5, False)]
+    assert result.counts()["lost_events"] == 3
+
+
+def test_gap_whose_upper_seq_is_after_the_range_end_is_outside_the_range() -> None:
+    # seqs 3..5 happened before K-6 (ts 1_200) but may have arrived after the read's end
+    rows = [(0, 50, 150, "K-2", "K", 2, 120, 1.0, 1.0), (0, 51, 1_300, "K-6", "K", 6, 1_200, 1.0, 1.0)]
+    result = dedup(events(rows), coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(result.gaps) == [("K", 3, 5, True)]
+    assert result.counts()["outside_range_events"] == 3
+    assert result.counts()["gaps"] == 0
+
+
+def test_missing_first_seqs_are_lost_only_when_the_read_started_at_offset_zero() -> None:
+    rows = [(0, 0, 150, "K-3", "K", 3, 120, 1.0, 1.0), (0, 1, 160, "K-4", "K", 4, 160, 1.0, 1.0)]
+    from_origin = seq_gaps(events(rows), coverage=Coverage({0: (None, True)}, until_ms=1_000))
+    assert gap_rows(from_origin) == [("K", 1, 2, False)]
+    assert seq_gaps(events(rows), coverage=Coverage({0: (100, False)}, until_ms=1_000)).height == 0
+    assert seq_gaps(events(rows)).height == 0  # no coverage: interior gaps only, as always
+
+
+def test_gap_next_to_a_quarantined_lower_seq_is_lost_only_from_the_origin() -> None:
+    # the quarantined record shows seq 2 but not its event time: seqs 3..5 may be before the floor
+    bad = pl.DataFrame(
+        [(0, 50, 150, "K", '{"event_id":"K-2","symbol":"K","seq":2,"ts":"x"}', "wrong type: ts")],
+        schema=QUARANTINE,
+        orient="row",
+    )
+    rows = [(0, 51, 160, "K-6", "K", 6, 160, 1.0, 1.0)]
+    floor = dedup(events(rows), quarantine=bad, coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(floor.gaps) == [("K", 3, 5, True)]
+    origin = dedup(events(rows), quarantine=bad, coverage=Coverage({0: (None, True)}, until_ms=1_000))
+    assert gap_rows(origin.gaps) == [("K", 1, 1, False), ("K", 3, 5, False)]
