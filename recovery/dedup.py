@@ -110,7 +110,7 @@ class DedupResult:
             "gaps": inside.height,
             "missing_events": int(inside.get_column("missing").sum() or 0),
             "lost_events": int((inside.get_column("missing") - inside.get_column("malformed_nearby")).sum() or 0),
-            "outside_range_events": int(outside.get_column("missing").sum() or 0),
+            "outside_range_gaps": outside.height,
             "out_of_order": int(self.by_key.get_column("out_of_order").sum() or 0),
         }
 

@@ -277,8 +277,8 @@ class RecoveryReport:
             f"{q['gaps']:,} seq gaps: {q['lost_events']:,} events "
             f"lost upstream (unrecoverable), {q['missing_events'] - q['lost_events']:,} more possibly malformed"
             + (
-                f", {q['outside_range_events']:,} missing seqs outside what was read (not counted as lost)"
-                if q.get("outside_range_events")
+                f", {q['outside_range_gaps']:,} more gaps reach outside what was read (not counted as lost)"
+                if q.get("outside_range_gaps")
                 else ""
             ),
             f"outputs: {self.outputs_replay.count:,} records, {self.originals_count:,} results",

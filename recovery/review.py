@@ -70,7 +70,7 @@ def recovery_overview(report: RecoveryReport) -> pl.DataFrame:
                 "missing seqs possibly malformed (a quarantined record nearby)",
                 quality.get("missing_events", 0) - quality.get("lost_events", 0),
             ),
-            ("missing seqs outside what was read (not counted as lost)", quality.get("outside_range_events", 0)),
+            ("seq gaps reaching outside what was read (not counted as lost)", quality.get("outside_range_gaps", 0)),
             ("duplicates (rule: the first copy by partition, offset wins)", quality.get("duplicates", 0)),
             ("original outputs read", report.originals.height),
             ("results compared", sum(c[s] for s in ("ok", "missing", "wrong", "duplicate", "extra"))),

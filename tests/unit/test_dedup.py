@@ -108,7 +108,7 @@ def test_quality_per_key_and_partition() -> None:
         "gaps": 2,
         "missing_events": 2,
         "lost_events": 2,
-        "outside_range_events": 0,
+        "outside_range_gaps": 0,
         "out_of_order": 1,
     }
 
@@ -211,7 +211,7 @@ def test_gap_whose_upper_seq_is_after_the_range_end_is_outside_the_range() -> No
     rows = [(0, 50, 150, "K-2", "K", 2, 120, 1.0, 1.0), (0, 51, 1_300, "K-6", "K", 6, 1_200, 1.0, 1.0)]
     result = dedup(events(rows), coverage=Coverage({0: (100, False)}, until_ms=1_000))
     assert gap_rows(result.gaps) == [("K", 3, 5, True)]
-    assert result.counts()["outside_range_events"] == 3
+    assert result.counts()["outside_range_gaps"] == 1
     assert result.counts()["gaps"] == 0
 
 
