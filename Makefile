@@ -86,7 +86,8 @@ bench-setup: setup ## install kcat (Debian package), the client-side baseline of
 bench: bench-setup ## benchmarks on its own broker: prints a table, writes docs/benchmarks.md (BENCH_ARGS="--scenarios 1m")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-soak: setup ## long fault trials (SIGKILLed publishes, broker restarts) on the real broker
+soak: setup ## many more differential cases, long fault trials (SIGKILLed publishes, broker restarts) on the real broker
+	RECOVERY_SOAK=1 $(BIN)/pytest tests/unit/test_differential.py $(PYTEST_ARGS)
 	RECOVERY_SOAK=1 $(BIN)/pytest -m slow tests/integration $(PYTEST_ARGS)
 
 lab: setup ## open JupyterLab on notebooks/

@@ -202,6 +202,18 @@ def seq_gaps(
     if seen.height == 0:
         return empty(GAPS)
     ordered = _sorted_by_key_and(seen, "seq")
+    if ordered.select(pl.struct("key", "seq").is_duplicated().any()).item():
+        # one row per seq (a valid event and a quarantined record may both show it): the valid copy's place,
+        # the tightest bounds any copy gives
+        ordered = (
+            ordered.with_columns(pl.col("_lo").is_null().alias("_q"))
+            .sort("key", "seq", "_q", maintain_order=True)
+            .group_by("key", "seq", maintain_order=True)
+            .agg(pl.col("partition").first(), pl.col("offset").first(), pl.col("_lo").max(), pl.col("_hi").min())
+        )
+    if coverage is not None:
+        # a key's later seqs happen no earlier: the latest known event time bounds a malformed seq's from below
+        ordered = ordered.with_columns(pl.col("_lo").forward_fill().over("key"))
     same_key = pl.col("key") == pl.col("key").shift(-1)
     runs = ordered.with_columns(
         pl.when(same_key).then(pl.col("seq").shift(-1)).alias("_next_seq"),

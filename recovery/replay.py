@@ -199,7 +199,8 @@ class _LookbackNeed:
         in_range = ts >= self.from_ms if self.to_ms is None else ts.is_between(self.from_ms, self.to_ms, closed="left")
         self.keys.update(events.filter(in_range).get_column("key").unique().to_list())
         earlier = events.filter(ts < self.from_ms).select("key", "event_id", "ts", "seq")
-        self.starts.update(earlier.filter(pl.col("seq") <= 1).get_column("key").unique().to_list())
+        # a key whose seq 1 was read (before the range or in it) has no earlier events than those read
+        self.starts.update(events.filter(pl.col("seq") <= 1).get_column("key").unique().to_list())
         latest = (
             pl.concat([self.before, earlier])
             .unique(["key", "event_id"], keep="first")
