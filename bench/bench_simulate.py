@@ -26,12 +26,11 @@ import time
 import uuid
 from pathlib import Path
 
-from recovery.broker import LocalBroker
 from recovery.config import PROJECT_ROOT, KafkaSettings
-from recovery.recompute import recompute
-from recovery.simulate import simulate
-from recovery.spec import load_spec
-from recovery.ticks import (
+from recovery.kafka.broker import LocalBroker
+from recovery.metrics.recompute import recompute
+from recovery.sim.simulate import simulate
+from recovery.sim.ticks import (
     SimulationParams,
     StreamFaults,
     build_records,
@@ -39,6 +38,7 @@ from recovery.ticks import (
     generate_ticks,
     parsed_records,
 )
+from recovery.spec import load_spec
 
 SPEC_TEMPLATE = (PROJECT_ROOT / "pipeline.toml").read_text()
 

@@ -228,7 +228,7 @@ the text outside them is kept.
   truth, originals, comparison) are written once per scenario as Parquet by a `prepare` step. `recompute`
   is the median of three calls in one process (the steady state of a recovery, which calls it once per key
   group in a long-lived worker); the first call of the process is given in the notes.
-- **recover** runs the default engine (`auto`: partition by partition, `recovery.partitioned`) with 2
+- **recover** runs the default engine (`auto`: partition by partition, `recovery.pipeline.partitioned`) with 2
   worker processes; at 1M the in-memory engine (what `recover` did before) is measured too, for comparison.
 - **items/s**: records per second for replays and decoding, events per second for validate + dedup,
   recompute and the deque loop, results (originals + truth) for compare, comparison rows for the fix set,

@@ -662,7 +662,7 @@ def start_broker(args: argparse.Namespace) -> tuple[str, Any]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         return external, None
-    from recovery.broker import LocalBroker
+    from recovery.kafka.broker import LocalBroker
 
     broker = LocalBroker(Path(args.broker_home))
     print(f"starting the benchmark's broker in {args.broker_home} (heap {args.heap})", flush=True)

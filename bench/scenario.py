@@ -27,8 +27,8 @@ import polars as pl
 
 from recovery.config import KafkaSettings
 from recovery.frames import EVENTS
+from recovery.kafka.topics import ensure_topic
 from recovery.spec import PipelineSpec
-from recovery.topics import ensure_topic
 
 START_MS = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)
 SIZES = {"200k": 200_000, "1m": 1_000_000, "10m": 10_000_000}
@@ -201,8 +201,8 @@ def output_rows(scenario: Scenario, events: pl.DataFrame, spec: PipelineSpec) ->
     """What the live worker published (LIVE_RESULTS, publish order per partition): truth under its grace
     policy, with injected faults. :func:`encode_outputs` turns rows into output topic records.
     """
-    from recovery.recompute import recompute
-    from recovery.windows import LIVE_RESULTS
+    from recovery.metrics.recompute import recompute
+    from recovery.metrics.windows import LIVE_RESULTS
 
     s = scenario.seed
     offsets_ = pl.int_range(pl.len(), dtype=pl.Int64).over("partition")
@@ -259,7 +259,7 @@ def output_rows(scenario: Scenario, events: pl.DataFrame, spec: PipelineSpec) ->
 
 def encode_outputs(rows: pl.DataFrame) -> pl.DataFrame:
     """RECORDS of output rows (LIVE_RESULTS in publish order): the live worker's JSON, timestamp = time_ms."""
-    from recovery.outputs import encode_results
+    from recovery.records.outputs import encode_results
 
     values = encode_results(rows, "bench-live-1")
     return pl.DataFrame(
@@ -312,7 +312,7 @@ def _produce_confluent(settings: KafkaSettings, topic: str, parts: Iterable[pl.D
 
 
 def _produce_kafka_python(settings: KafkaSettings, topic: str, parts: Iterable[pl.DataFrame]) -> None:
-    from recovery.clients import producer
+    from recovery.kafka.clients import producer
 
     with producer(settings, linger_ms=50, batch_size=1_000_000, max_in_flight_requests_per_connection=1) as p:
         for part in parts:
@@ -336,8 +336,8 @@ def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
     """Log end offset per partition of ``topic``."""
     from kafka import TopicPartition
 
-    from recovery.clients import consumer
-    from recovery.topics import partitions_for
+    from recovery.kafka.clients import consumer
+    from recovery.kafka.topics import partitions_for
 
     tps = [TopicPartition(topic, p) for p in partitions_for(settings, topic)]
     with consumer(settings) as c:
@@ -348,7 +348,7 @@ def load(
     scenario: Scenario, settings: KafkaSettings, spec: PipelineSpec, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Create and fill the scenario's raw and output topics (skipped when they already hold it)."""
-    from recovery.topics import list_topics
+    from recovery.kafka.topics import list_topics
 
     started = time.monotonic()
     events = unique_events(scenario)

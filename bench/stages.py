@@ -83,7 +83,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _replay_options(client: str) -> dict[str, Any]:
     """``client=`` for replay() when it takes one; kafka-python is what it does without."""
-    from recovery.replay import replay
+    from recovery.replay.bounded import replay
 
     if "client" in inspect.signature(replay).parameters:
         return {"client": client}
@@ -106,16 +106,16 @@ def _client_option(fn: Callable[..., Any], p: dict[str, Any]) -> dict[str, Any]:
 
 def read_topic(settings: KafkaSettings, topic: str) -> pl.DataFrame:
     """Every record of ``topic`` as a RECORDS frame, with the fastest reader available (inputs, not measured)."""
-    from recovery.replay import plan
+    from recovery.replay.bounded import plan
     from recovery.source import KafkaSource
 
     source = KafkaSource(topic, settings)
     try:
-        from recovery.backends import ConfluentReader
+        from recovery.kafka.confluent import ConfluentReader
 
         reader: Any = ConfluentReader(source)
     except ImportError:
-        from recovery.replay import replay
+        from recovery.replay.bounded import replay
 
         return replay(source, workers=2, quiet=True).frame()
     try:
@@ -169,11 +169,11 @@ def same_records(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def prepare(p: dict[str, Any]) -> dict[str, Any]:
     """Write every stage's input as Parquet: raw records, events, truth, output records, originals, comparison."""
-    from recovery.compare import compare
-    from recovery.dedup import dedup
-    from recovery.outputs import decode_outputs
-    from recovery.recompute import recompute
-    from recovery.schema import validate
+    from recovery.metrics.recompute import recompute
+    from recovery.pipeline.compare import compare
+    from recovery.pipeline.dedup import dedup
+    from recovery.records.outputs import decode_outputs
+    from recovery.records.validate import validate
 
     sc, spec, settings, work = _scenario(p), _spec(p), _settings(p), _work(p)
     work.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def prepare(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def replay(p: dict[str, Any]) -> dict[str, Any]:
     """replay() of a whole topic into memory (or Parquet parts with ``out_dir``)."""
-    from recovery.replay import replay as replay_
+    from recovery.replay.bounded import replay as replay_
     from recovery.source import KafkaSource
 
     options = _replay_options(p.get("client", "kafka-python"))
@@ -233,13 +233,13 @@ def replay(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def reader(p: dict[str, Any]) -> dict[str, Any]:
     """One backend reader over every partition in turn, in this process (the client's own speed)."""
-    from recovery.replay import plan
+    from recovery.replay.bounded import plan
     from recovery.source import KafkaSource
 
     source = KafkaSource(p["topic"], _settings(p))
     snapshot = plan(source)
     try:
-        from recovery.replay_io import reader_for
+        from recovery.replay.readers import reader_for
     except ImportError as exc:
         raise Pending(f"no reader_for in the package: {exc}") from None
     r: Any = reader_for(source, p.get("client", "kafka-python"))
@@ -283,24 +283,24 @@ def profile(p: dict[str, Any]) -> dict[str, Any]:
     target = p["target"]
     call: Callable[[], Any]
     if target == "replay":
-        from recovery.replay import replay as replay_
+        from recovery.replay.bounded import replay as replay_
         from recovery.source import KafkaSource
 
         options = _replay_options(p.get("client", "kafka-python"))
         source = KafkaSource(p["topic"], _settings(p))
         call = lambda: replay_(source, workers=1, quiet=True, **options).count  # noqa: E731
     elif target == "recompute":
-        from recovery.recompute import recompute as recompute_
+        from recovery.metrics.recompute import recompute as recompute_
 
         sc, spec, events = _scenario(p), _spec(p), pl.read_parquet(_work(p) / EVENTS)
         call = lambda: (recompute_(events, spec, from_ms=sc.from_ms, to_ms=sc.to_ms), events.height)[1]  # noqa: E731
     elif target == "decode":
-        from recovery.outputs import decode_outputs as decode
+        from recovery.records.outputs import decode_outputs as decode
 
         records = pl.read_parquet(_work(p) / OUTPUT_RECORDS)
         call = lambda: (decode(records), records.height)[1]  # noqa: E731
     elif target == "publish":
-        from recovery.publish import publish as publish_
+        from recovery.fixes.publish import publish as publish_
 
         directory, settings = _approved_fixset(p, int(p["corrections"])), _settings(p)
         options = _client_option(publish_, p)
@@ -325,8 +325,8 @@ def profile(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def validate_dedup(p: dict[str, Any]) -> dict[str, Any]:
     """validate() then dedup() on the raw records (``by_partition``: validate one partition at a time)."""
-    from recovery.dedup import dedup
-    from recovery.schema import validate
+    from recovery.pipeline.dedup import dedup
+    from recovery.records.validate import validate
 
     spec = _spec(p)
     records = pl.read_parquet(_work(p) / RAW_RECORDS)
@@ -357,7 +357,7 @@ def _only(spec: PipelineSpec, kinds: list[str]) -> PipelineSpec:
 @stage
 def recompute(p: dict[str, Any]) -> dict[str, Any]:
     """recompute() of the given metric kinds over the deduplicated events."""
-    from recovery.recompute import recompute as recompute_
+    from recovery.metrics.recompute import recompute as recompute_
 
     sc = _scenario(p)
     spec = _only(_spec(p), p["kinds"])
@@ -375,7 +375,7 @@ def recompute(p: dict[str, Any]) -> dict[str, Any]:
 def deque_loop(p: dict[str, Any]) -> dict[str, Any]:
     """The seed's per-event loop on the same events (rows materialised before timing: generous to it)."""
     from bench.baselines import check_same_results, deque_recompute, event_rows
-    from recovery.recompute import recompute as recompute_
+    from recovery.metrics.recompute import recompute as recompute_
 
     spec = _only(_spec(p), p["kinds"])
     events = pl.read_parquet(_work(p) / EVENTS)
@@ -388,7 +388,7 @@ def deque_loop(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def decode_outputs(p: dict[str, Any]) -> dict[str, Any]:
     """decode_outputs() of the output topic's records (``by_partition``: one partition at a time)."""
-    from recovery.outputs import decode_outputs as decode
+    from recovery.records.outputs import decode_outputs as decode
 
     records = pl.read_parquet(_work(p) / OUTPUT_RECORDS)
 
@@ -405,8 +405,8 @@ def decode_outputs(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def compare(p: dict[str, Any]) -> dict[str, Any]:
     """compare() of the originals with truth, plus the summary."""
-    from recovery.compare import compare as compare_
-    from recovery.compare import summarize
+    from recovery.pipeline.compare import compare as compare_
+    from recovery.pipeline.compare import summarize
 
     sc, spec = _scenario(p), _spec(p)
     originals = pl.read_parquet(_work(p) / ORIGINALS)
@@ -424,7 +424,7 @@ def compare(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def fix_set(p: dict[str, Any]) -> dict[str, Any]:
     """build_fixset() + write_fixset() (with the review frames) from the comparison."""
-    from recovery.fixes import build_fixset, write_fixset
+    from recovery.fixes.fixset import build_fixset, write_fixset
 
     sc, spec = _scenario(p), _spec(p)
     comparison = pl.read_parquet(_work(p) / COMPARISON)
@@ -451,7 +451,8 @@ def fix_set(p: dict[str, Any]) -> dict[str, Any]:
 
 def _approved_fixset(p: dict[str, Any], n: int) -> Path:
     """A written and approved fix set of ``n`` upserts, with its own corrections topic (a fresh digest)."""
-    from recovery.fixes import approve, build_fixset, write_fixset
+    from recovery.fixes.approval import approve
+    from recovery.fixes.fixset import build_fixset, write_fixset
 
     sc, settings = _scenario(p), _settings(p)
     run_id = f"{n}-{time.time_ns() % 10**12}"
@@ -478,7 +479,7 @@ def _approved_fixset(p: dict[str, Any], n: int) -> Path:
 @stage
 def publish(p: dict[str, Any]) -> dict[str, Any]:
     """publish() of an approved fix set of ``corrections`` upserts (fresh corrections topic and digest)."""
-    from recovery.publish import publish as publish_
+    from recovery.fixes.publish import publish as publish_
 
     settings = _settings(p)
     directory = _approved_fixset(p, int(p["corrections"]))
@@ -499,7 +500,7 @@ def publish(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def recover(p: dict[str, Any]) -> dict[str, Any]:
     """The one-shot recover() of the whole incident range (raw + outputs) to a fix set."""
-    from recovery.recover import recover as recover_
+    from recovery.pipeline.recover import recover as recover_
 
     sc, spec, settings = _scenario(p), _spec(p), _settings(p)
     client = p.get("client", "kafka-python")

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from recovery.broker import LocalBroker
+from recovery.kafka.broker import LocalBroker
 from recovery.config import PROJECT_ROOT, KafkaSettings
-from recovery.explore import WORKDIR_ENV
-from recovery.simulate import simulate
+from recovery.notebook.explore import WORKDIR_ENV
+from recovery.sim.simulate import simulate
 from recovery.spec import PipelineSpec, load_spec
-from recovery.ticks import SimulationParams
+from recovery.sim.ticks import SimulationParams
 
 DEMO = SimulationParams(symbols=3, events=6000, seed=7)
 _state: dict[str, Any] = {}

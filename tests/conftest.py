@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from recovery.broker import LocalBroker
 from recovery.config import KafkaSettings
-from recovery.topics import ensure_topic
+from recovery.kafka.broker import LocalBroker
+from recovery.kafka.topics import ensure_topic
 
 EXTERNAL = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 

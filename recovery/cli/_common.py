@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from recovery.backends import CLIENTS, DEFAULT_CLIENT
-from recovery.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.errors import ConfigError
-from recovery.replay import DEFAULT_SLACK_MS
+from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT
+from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
+from recovery.replay.bounded import DEFAULT_SLACK_MS
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import TimeRange, time_range
 

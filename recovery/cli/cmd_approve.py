@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from recovery.config import KafkaSettings
-from recovery.fixes import approve
+from recovery.fixes.approval import approve
 
 EPILOG = """\
 example:

@@ -9,10 +9,10 @@ from typing import Any
 import polars as pl
 
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
-from recovery.compare import compare, summarize
 from recovery.errors import DataError
 from recovery.frames import RESULTS, conform
-from recovery.recover import originals_for_range, truth_for_range
+from recovery.pipeline.compare import compare, summarize
+from recovery.pipeline.recover import originals_for_range, truth_for_range
 from recovery.spec import load_spec
 
 EPILOG = """\

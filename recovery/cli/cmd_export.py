@@ -8,8 +8,8 @@ from typing import Any
 from recovery.cli._common import add_range, add_replay_tuning, parse_range, spec_of
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
-from recovery.recover import outputs_slack_ms
-from recovery.replay import replay
+from recovery.pipeline.recover import outputs_slack_ms
+from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 
 EPILOG = """\

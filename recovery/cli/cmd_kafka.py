@@ -6,11 +6,11 @@ import argparse
 import time
 from typing import Any
 
-from recovery import topics
-from recovery.broker import SCRAM_MECHANISM as SCRAM
-from recovery.broker import LocalBroker
 from recovery.config import KafkaSettings, Secret, local_broker_home
 from recovery.errors import LocalBrokerError
+from recovery.kafka import topics
+from recovery.kafka.broker import SCRAM_MECHANISM as SCRAM
+from recovery.kafka.broker import LocalBroker
 
 UP_EPILOG = """\
 examples:

@@ -11,8 +11,8 @@ from typing import Any
 
 from recovery.config import KafkaSettings
 from recovery.errors import RecoveryError
-from recovery.hooks import BugHook, CrashHook
-from recovery.live import DEFAULT_GROUP, MAX_POLL_RECORDS, run_live
+from recovery.live.hooks import BugHook, CrashHook
+from recovery.live.worker import DEFAULT_GROUP, MAX_POLL_RECORDS, run_live
 from recovery.spec import load_spec
 
 EPILOG = """\

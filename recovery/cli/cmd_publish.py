@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from recovery.backends import CLIENTS, DEFAULT_CLIENT
 from recovery.config import KafkaSettings
-from recovery.publish import publish
+from recovery.fixes.publish import publish
+from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT
 
 EPILOG = """\
 examples:

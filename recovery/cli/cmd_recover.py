@@ -7,7 +7,7 @@ from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
 from recovery.config import KafkaSettings
-from recovery.recover import AUTO, ENGINES, recover
+from recovery.pipeline.recover import AUTO, ENGINES, recover
 from recovery.spec import load_spec
 
 EPILOG = """\

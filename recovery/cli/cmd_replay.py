@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, parse_range, spec_of
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
-from recovery.replay import replay
+from recovery.replay.bounded import lookbacks, replay
+from recovery.replay.group import replay_group
 from recovery.source import KafkaSource
 
 EPILOG = """\
@@ -88,21 +90,42 @@ def run(args: argparse.Namespace) -> int:
         from_ms, to_ms = rng.from_ms, rng.to_ms
     elif not args.offsets:
         raise ConfigError("nothing to replay", hint="pass --from/--to or --offsets")
-    result = replay(
-        KafkaSource(topic, KafkaSettings.from_env()),
-        from_ms=from_ms,
-        to_ms=to_ms,
-        offsets=parse_offsets(args.offsets) if args.offsets else None,
-        spec=spec,
-        slack_ms=args.slack_ms,
-        partitions=parse_partitions(args.partitions),
-        workers=args.workers,
-        group=args.group,
-        expect_members=args.expect_members,
-        out_dir=args.out,
-        quiet=args.quiet,
-        client=args.client,
-    )
+    source = KafkaSource(topic, KafkaSettings.from_env())
+    offsets = parse_offsets(args.offsets) if args.offsets else None
+    if args.group:
+        if not args.out:
+            raise ConfigError("consumer-group mode writes Parquet parts", hint="pass --out DIR")
+        lookback_ms, lookback_events = lookbacks(spec, offsets)
+        result = replay_group(
+            source,
+            group=args.group,
+            out_dir=Path(args.out),
+            from_ms=from_ms,
+            to_ms=to_ms,
+            offsets=offsets,
+            fields=spec.fields if spec else None,
+            lookback_ms=lookback_ms,
+            lookback_events=lookback_events,
+            slack_ms=args.slack_ms,
+            partitions=parse_partitions(args.partitions),
+            expect_members=args.expect_members,
+            quiet=args.quiet,
+            client=args.client,
+        )
+    else:
+        result = replay(
+            source,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            offsets=offsets,
+            spec=spec,
+            slack_ms=args.slack_ms,
+            partitions=parse_partitions(args.partitions),
+            workers=args.workers,
+            out_dir=args.out,
+            quiet=args.quiet,
+            client=args.client,
+        )
     print(f"{topic}: {result.summary()}")
     for p, read in result.reads.items():
         print(f"  {topic}[{p}] offsets {read.start}..{read.end} -> {read.records:,} records, {len(read.parts)} part(s)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from recovery import runbook
+from recovery.notebook import runbook
 
 EPILOG = """\
 examples:

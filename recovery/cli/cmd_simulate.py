@@ -8,9 +8,9 @@ from typing import Any
 
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
-from recovery.simulate import reset_topics, simulate
+from recovery.sim.simulate import reset_topics, simulate
+from recovery.sim.ticks import BASE_START_MS, DEFAULT_SHARES, FAULT_TYPES, SimulationParams
 from recovery.spec import load_spec
-from recovery.ticks import BASE_START_MS, DEFAULT_SHARES, FAULT_TYPES, SimulationParams
 
 EPILOG = """\
 examples:

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from recovery.broker import LocalBroker
+from recovery.kafka.broker import LocalBroker
 
 
 def test_write_pid_then_fail(local_broker: LocalBroker) -> None:

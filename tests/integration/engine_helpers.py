@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import polars as pl
 from kafka import TopicPartition
 
-from recovery.clients import consumer, producer
 from recovery.config import KafkaSettings
-from recovery.outputs import encode_result
+from recovery.kafka.clients import consumer, producer
+from recovery.records.outputs import encode_result
 from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00Z

@@ -12,12 +12,12 @@ from typing import Any
 import polars as pl
 from kafka import TopicPartition
 
-from recovery.clients import consumer
 from recovery.config import KafkaSettings
 from recovery.frames import RECORDS
-from recovery.live import parse_records
+from recovery.kafka.clients import consumer
+from recovery.kafka.topics import partitions_for
+from recovery.live.worker import parse_records
 from recovery.spec import PipelineSpec
-from recovery.topics import partitions_for
 
 
 def read_topic(settings: KafkaSettings, topic: str, timeout_s: float = 60.0) -> pl.DataFrame:

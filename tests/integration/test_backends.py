@@ -10,16 +10,16 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.clients import producer
 from recovery.config import KafkaSettings
 from recovery.errors import BrokerError
 from recovery.frames import RECORDS
-from recovery.replay import plan, replay
+from recovery.kafka.clients import producer
+from recovery.replay.bounded import plan, replay
 from recovery.source import KafkaSource
 
 pytest.importorskip("confluent_kafka", reason="the confluent client needs confluent-kafka")
 
-from recovery.backends import ConfluentReader  # noqa: E402  (after the skip: needs confluent_kafka)
+from recovery.kafka.confluent import ConfluentReader  # noqa: E402  (after the skip: needs confluent_kafka)
 
 BASE_MS = 1_767_225_600_000
 CLIENTS = ("kafka-python", "confluent")

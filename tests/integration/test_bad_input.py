@@ -18,11 +18,12 @@ import pytest
 from recovery.cli import main
 from recovery.config import KafkaSettings
 from recovery.errors import TopicError
-from recovery.fixes import APPROVAL_FILE, approve
-from recovery.recompute import recompute
-from recovery.schema import validate
+from recovery.fixes.approval import approve
+from recovery.fixes.fixset import APPROVAL_FILE
+from recovery.kafka.topics import ensure_topic, offsets, partitions_for
+from recovery.metrics.recompute import recompute
+from recovery.records.validate import validate
 from recovery.spec import MetricSpec, PipelineSpec
-from recovery.topics import ensure_topic, offsets, partitions_for
 from tests.integration.engine_helpers import BASE_MS, make_spec, produce, publish_results, ticks
 from tests.integration.readback import read_topic
 from tests.integration.test_publish import write_fix

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from recovery.clients import producer
 from recovery.config import KafkaSettings
+from recovery.kafka.clients import producer
 from recovery.spec import PipelineSpec
 from tests.integration.engine_helpers import make_spec
 from tests.unit import differential as diff

@@ -9,9 +9,9 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 from polars.testing import assert_frame_equal
 
-from recovery import explore
-from recovery.clients import consumer, producer
 from recovery.config import KafkaSettings
+from recovery.kafka.clients import consumer, producer
+from recovery.notebook import explore
 
 
 def test_consumer_lag_per_partition(

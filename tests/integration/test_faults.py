@@ -24,23 +24,23 @@ from typing import Any
 import polars as pl
 import pytest
 
-import recovery.publish as publish_module
-import recovery.replay_io as replay_io
-from recovery.audit import read_audit
-from recovery.broker import LocalBroker
-from recovery.compare import compare
+import recovery.fixes.publish as publish_module
+import recovery.replay.readers as replay_io
 from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.errors import RecoveryError
-from recovery.fixes import approve
-from recovery.live import parse_records
-from recovery.outputs import decode_outputs
-from recovery.publish import publish
-from recovery.recompute import recompute
-from recovery.recover import recover
-from recovery.replay import replay
+from recovery.fixes.approval import approve
+from recovery.fixes.audit import read_audit
+from recovery.fixes.publish import publish
+from recovery.kafka.broker import LocalBroker
+from recovery.kafka.topics import ensure_topic
+from recovery.live.worker import parse_records
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.compare import compare
+from recovery.pipeline.recover import recover
+from recovery.records.outputs import decode_outputs
+from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
-from recovery.topics import ensure_topic
 from tests.integration.engine_helpers import BASE_MS, make_spec, produce, ticks
 from tests.integration.readback import read_topic, valid_events, write_spec
 from tests.integration.test_live import SYMBOLS, make_topics, produce_ticks

@@ -11,8 +11,8 @@ import kafka.errors as kerr
 import pytest
 from kafka import TopicPartition
 
-from recovery.clients import consumer, producer
 from recovery.config import KafkaSettings
+from recovery.kafka.clients import consumer, producer
 
 
 def read_bounded(settings: KafkaSettings, topic: str, partitions: int, **config: object) -> list:

@@ -18,13 +18,13 @@ import polars as pl
 import pytest
 from kafka import TopicPartition
 
-from recovery.clients import admin, consumer, producer
-from recovery.compare import compare
 from recovery.config import KafkaSettings
-from recovery.outputs import decode_outputs
-from recovery.recompute import recompute
+from recovery.kafka.clients import admin, consumer, producer
+from recovery.kafka.topics import ensure_topic, offsets
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.compare import compare
+from recovery.records.outputs import decode_outputs
 from recovery.spec import PipelineSpec, load_spec
-from recovery.topics import ensure_topic, offsets
 
 from .readback import read_topic, run_live_cli, valid_events, write_spec
 

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from recovery import runbook
 from recovery.config import PROJECT_ROOT, KafkaSettings
-from recovery.fixes import approve, load_fixset
-from recovery.publish import read_corrections
-from recovery.simulate import simulate
+from recovery.fixes.approval import approve
+from recovery.fixes.fixset import load_fixset
+from recovery.fixes.publish import read_corrections
+from recovery.notebook import runbook
+from recovery.sim.simulate import simulate
+from recovery.sim.ticks import SimulationParams
 from recovery.spec import PipelineSpec, load_spec
-from recovery.ticks import SimulationParams
 from tests.browser import Chromium, find_chromium
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(900)]

@@ -14,14 +14,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recovery.audit import read_audit
 from recovery.config import KafkaSettings
 from recovery.errors import ApprovalError, DataError, TopicError
-from recovery.fixes import APPROVAL_FILE, FixSet, approve, build_fixset, write_fixset
+from recovery.fixes.approval import approve
+from recovery.fixes.audit import read_audit
+from recovery.fixes.fixset import APPROVAL_FILE, FixSet, build_fixset, write_fixset
+from recovery.fixes.publish import CRASH_ENV, publish, transactional_id
 from recovery.frames import COMPARISON
-from recovery.publish import CRASH_ENV, publish, transactional_id
+from recovery.kafka.topics import ensure_topic, partitions_for, topic_config
 from recovery.spec import PipelineSpec
-from recovery.topics import ensure_topic, partitions_for, topic_config
 from tests.integration.engine_helpers import BASE_MS, make_spec, read_all
 
 CORRECTIONS = 2_000

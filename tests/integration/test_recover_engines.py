@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.clients import producer
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
-from recovery.outputs import encode_result
-from recovery.publish import partition_of
-from recovery.recover import recover
-from recovery.simulate import simulate
+from recovery.fixes.publish import partition_of
+from recovery.kafka.clients import producer
+from recovery.pipeline.recover import recover
+from recovery.records.outputs import encode_result
+from recovery.sim.simulate import simulate
+from recovery.sim.ticks import SimulationParams
 from recovery.spec import PipelineSpec, TopicsSpec, load_spec
-from recovery.ticks import SimulationParams
 from tests.integration.engine_helpers import BASE_MS, make_spec, produce, ticks
 
 pytestmark = pytest.mark.kafka

@@ -9,16 +9,17 @@ from pathlib import Path
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from recovery.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, trim_to_range
 from recovery.config import KafkaSettings
-from recovery.fixes import apply_corrections, approve
+from recovery.fixes.approval import approve
+from recovery.fixes.fixset import apply_corrections
+from recovery.fixes.publish import publish
 from recovery.frames import CORRECTIONS, RECORDS, conform
-from recovery.outputs import decode_outputs
-from recovery.publish import publish
-from recovery.recover import recover
-from recovery.simulate import discrepancy_frame, simulate
+from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, trim_to_range
+from recovery.pipeline.recover import recover
+from recovery.records.outputs import decode_outputs
+from recovery.sim.simulate import discrepancy_frame, simulate
+from recovery.sim.ticks import FAULT_TYPES, SimulationParams
 from recovery.spec import PipelineSpec, TopicsSpec, load_spec
-from recovery.ticks import FAULT_TYPES, SimulationParams
 from tests.integration.engine_helpers import read_all
 
 

@@ -15,14 +15,14 @@ import pytest
 from kafka import TopicPartition
 from polars.testing import assert_frame_equal
 
-from recovery.clients import consumer, producer
 from recovery.config import KafkaSettings
-from recovery.dedup import dedup
 from recovery.frames import RECORDS
-from recovery.recompute import recompute
-from recovery.recover import recover, truth_for_range
-from recovery.replay import replay
-from recovery.schema import validate
+from recovery.kafka.clients import consumer, producer
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.dedup import dedup
+from recovery.pipeline.recover import recover, truth_for_range
+from recovery.records.validate import validate
+from recovery.replay.bounded import replay
 from recovery.source import FileSource, KafkaSource
 from recovery.spec import PipelineSpec
 from tests.integration.engine_helpers import BASE_MS, Tick, make_spec, produce, publish_results, ticks

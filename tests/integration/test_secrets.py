@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from recovery import runbook
 from recovery.config import PROJECT_ROOT
-from recovery.recompute import recompute
-from recovery.schema import validate
+from recovery.kafka.topics import ensure_topic
+from recovery.metrics.recompute import recompute
+from recovery.notebook import runbook
+from recovery.records.validate import validate
 from recovery.spec import load_spec
-from recovery.topics import ensure_topic
 from tests.integration.engine_helpers import BASE_MS, produce, publish_results, read_all, ticks
 from tests.integration.readback import read_topic, write_spec
 from tests.integration.test_security import SaslCluster, cluster  # noqa: F401  (module-scoped fixture)

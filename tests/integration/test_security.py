@@ -28,11 +28,11 @@ from kafka.admin import (
 )
 from kafka.structs import TopicPartition
 
-from recovery.broker import LocalBroker
-from recovery.clients import admin, consumer, deliver, guarded, new_admin, new_consumer, new_producer, producer
 from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.errors import AuthError
-from recovery.topics import ensure_topic, offsets
+from recovery.kafka.broker import LocalBroker
+from recovery.kafka.clients import admin, consumer, deliver, guarded, new_admin, new_consumer, new_producer, producer
+from recovery.kafka.topics import ensure_topic, offsets
 
 FAIL_FAST_S = 3.0  # wrong credentials must fail within this bound (observed: about 0.3 s)
 USERS = ("admin", "writer", "reader")
@@ -230,9 +230,9 @@ def test_publish_without_write_acl_is_refused_and_writes_nothing(
     neither a correction nor a publish audit record (the attempt's publish-begin record remains)."""
     from kafka.admin import UserScramCredentialUpsertion
 
-    from recovery.audit import ensure_audit_topic, read_audit
-    from recovery.fixes import approve
-    from recovery.publish import CORRECTIONS_CONFIG, publish
+    from recovery.fixes.approval import approve
+    from recovery.fixes.audit import ensure_audit_topic, read_audit
+    from recovery.fixes.publish import CORRECTIONS_CONFIG, publish
     from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
     from tests.integration.test_publish import write_fix
 

@@ -14,14 +14,14 @@ from typing import Any
 import polars as pl
 import pytest
 
-from recovery.compare import compare
 from recovery.config import KafkaSettings
-from recovery.events import parse_event
-from recovery.outputs import decode_outputs
-from recovery.recompute import recompute
-from recovery.simulate import discrepancy_frame, read_incident, simulate
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.compare import compare
+from recovery.records.events import parse_event
+from recovery.records.outputs import decode_outputs
+from recovery.sim.simulate import discrepancy_frame, read_incident, simulate
+from recovery.sim.ticks import MALFORMED_KINDS, SimulationParams
 from recovery.spec import PipelineSpec, load_spec
-from recovery.ticks import MALFORMED_KINDS, SimulationParams
 
 from .readback import read_topic, valid_events, write_spec
 

@@ -24,8 +24,10 @@ from kafka.consumer import KafkaConsumer
 from kafka.producer import KafkaProducer
 from kafka.structs import TopicPartition
 
-from recovery.broker import LocalBroker
-from recovery.clients import (
+from recovery.config import PROJECT_ROOT, KafkaSettings
+from recovery.errors import BrokerError
+from recovery.kafka.broker import LocalBroker
+from recovery.kafka.clients import (
     bootstrap_timeout_s,
     deliver,
     guarded,
@@ -35,9 +37,7 @@ from recovery.clients import (
     poll_until_end,
     stall_timeout_s,
 )
-from recovery.config import PROJECT_ROOT, KafkaSettings
-from recovery.errors import BrokerError
-from recovery.topics import ensure_topic
+from recovery.kafka.topics import ensure_topic
 
 REQUEST_TIMEOUT_MS = 3000
 SLACK_S = 2.0

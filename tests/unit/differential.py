@@ -814,13 +814,13 @@ def engine_setting(path: EnginePath) -> Iterator[None]:
     if path.group_rows is None:
         yield
         return
-    with mock.patch("recovery.partitioned.GROUP_ROWS", path.group_rows):
+    with mock.patch("recovery.pipeline.partitioned.GROUP_ROWS", path.group_rows):
         yield
 
 
 def recover_sources(incident: Incident, path: EnginePath, raw_source: Any, outputs_source: Any, **options: Any) -> Any:
     """Run the system under test on the incident's range."""
-    from recovery.recover import recover
+    from recovery.pipeline.recover import recover
 
     latest = max(max(r.write_ms for r in incident.raw), max(o.publish_ms for o in incident.outputs))
     with engine_setting(path):

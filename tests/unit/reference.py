@@ -1,7 +1,7 @@
 """A straightforward, per-event reference of every metric kind: the definition the vectorised code must meet.
 
 Deliberately written like the design note's worker (a deque per key, a dict of open windows) and sharing
-no code with recovery.windows.
+no code with recovery.metrics.windows.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.backends import CLIENTS, DEFAULT_CLIENT, check_client, librdkafka_config, records_frame
 from recovery.config import KafkaSettings, Secret
 from recovery.errors import ConfigError
 from recovery.frames import RECORDS
+from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT, check_client, librdkafka_config, records_frame
 
 
 def test_kafka_python_stays_the_default_client() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.broker import SERVER_PROPERTIES, LocalBroker, server_properties
 from recovery.errors import LocalBrokerError
+from recovery.kafka.broker import SERVER_PROPERTIES, LocalBroker, server_properties
 
 
 def parse(text: str) -> dict[str, str]:

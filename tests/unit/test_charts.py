@@ -11,8 +11,9 @@ import altair as alt
 import polars as pl
 import pytest
 
-from recovery import charts, frames
+from recovery import frames
 from recovery.errors import ConfigError, DataError
+from recovery.notebook import charts
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

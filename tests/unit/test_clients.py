@@ -5,9 +5,9 @@ from __future__ import annotations
 import kafka.errors as kerr
 import pytest
 
-from recovery.clients import translate
 from recovery.config import KafkaSettings
 from recovery.errors import AuthError, BrokerError
+from recovery.kafka.clients import translate
 
 PLAIN = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
 SASL = KafkaSettings.from_env(

@@ -6,9 +6,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.compare import compare, status_counts, summarize
 from recovery.errors import ConfigError, DataError
+from recovery.fixes.fixset import status_counts
 from recovery.frames import COMPARISON, OUTPUTS, RESULTS
+from recovery.pipeline.compare import compare, summarize
 from recovery.spec import MetricSpec, PipelineSpec
 
 SPEC = PipelineSpec(

@@ -6,7 +6,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.dedup import (
+from recovery.errors import DataError
+from recovery.frames import EVENTS, QUARANTINE
+from recovery.pipeline.dedup import (
     DUPLICATES,
     GAPS,
     KEY_STATS,
@@ -17,8 +19,6 @@ from recovery.dedup import (
     lateness,
     seq_gaps,
 )
-from recovery.errors import DataError
-from recovery.frames import EVENTS, QUARANTINE
 
 # partition, offset, timestamp_ms, event_id, key, seq, ts, price, volume
 ROWS = [

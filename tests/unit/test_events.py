@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recovery.events import REASON_CATEGORIES, display_value, parse_event, reason_category
+from recovery.records.events import REASON_CATEGORIES, display_value, parse_event, reason_category
 from recovery.spec import FieldsSpec
 
 FIELDS = FieldsSpec()

@@ -10,19 +10,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recovery.errors import ApprovalError, ConfigError, DataError
-from recovery.fixes import (
+from recovery.fixes.approval import Approval, check_approved, load_approval, new_approval, write_approval
+from recovery.fixes.fixset import (
     DIGEST_FILE,
     MANIFEST_FILE,
-    Approval,
     FixSet,
     apply_corrections,
     build_fixset,
-    check_approved,
     corrections_from,
-    load_approval,
     load_fixset,
-    new_approval,
-    write_approval,
     write_fixset,
 )
 from recovery.frames import COMPARISON, CORRECTIONS, OUTPUTS, RESULTS
@@ -199,7 +195,7 @@ def test_digest_fed_in_slices_is_the_digest_of_one_canonical_json_of_all_rows() 
     import hashlib
     import random
 
-    from recovery import fixes
+    from recovery.fixes import fixset as fixes
 
     n = 2 * fixes.DIGEST_SLICE_ROWS + 3
     rnd = random.Random(3)

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from recovery.dedup import dedup
 from recovery.frames import RECORDS, RESULTS
-from recovery.recompute import recompute
-from recovery.schema import validate
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.dedup import dedup
+from recovery.records.validate import validate
 from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
 
 BASE_MS = 1_767_225_600_000

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recovery.frames import EVENTS
-from recovery.recompute import recompute
+from recovery.metrics.recompute import recompute
+from recovery.metrics.windows import LiveState
 from recovery.spec import PipelineSpec
-from recovery.windows import LiveState
 
 from . import reference
 

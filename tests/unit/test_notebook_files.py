@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from recovery import runbook
 from recovery.cli import main
 from recovery.config import PROJECT_ROOT
+from recovery.notebook import runbook
 
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 PARAMS = sorted((PROJECT_ROOT / "notebooks" / "params").glob("*.yaml"))
@@ -65,7 +65,7 @@ def test_other_cells_only_call_the_package(path: Path) -> None:
         for node in ast.parse(cell.source).body:
             assert isinstance(node, ALLOWED_STATEMENTS), f"{path.stem}: logic in a cell: {ast.unparse(node)}"
             if isinstance(node, ast.ImportFrom):
-                assert node.module == "recovery", f"{path.stem}: imports {node.module}"
+                assert node.module == "recovery.notebook", f"{path.stem}: imports {node.module}"
         for node in ast.walk(ast.parse(cell.source)):
             assert not isinstance(node, ast.Lambda | ast.ListComp | ast.DictComp | ast.BinOp), ast.unparse(node)
 

@@ -8,8 +8,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recovery.frames import OUTPUTS, QUARANTINE, RECORDS
-from recovery.outputs import CANONICAL_RE, decode_outputs, encode_result, encode_results
-from recovery.windows import LIVE_RESULTS
+from recovery.metrics.windows import LIVE_RESULTS
+from recovery.records.outputs import CANONICAL_RE, decode_outputs, encode_result, encode_results
 
 
 def result(**overrides: Any) -> dict[str, Any]:

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery.compare import summarize, summarize_counts, summary_counts
 from recovery.errors import ConfigError
 from recovery.frames import COMPARISON
-from recovery.partitioned import misalignment
+from recovery.pipeline.compare import summarize, summarize_counts, summary_counts
+from recovery.pipeline.partitioned import misalignment
 
 
 def ids(*values: str) -> pl.Series:

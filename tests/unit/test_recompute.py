@@ -8,7 +8,7 @@ from polars.testing import assert_frame_equal
 
 from recovery.errors import DataError
 from recovery.frames import EVENTS, RESULTS
-from recovery.recompute import order_by_event_time, recompute
+from recovery.metrics.recompute import order_by_event_time, recompute
 from recovery.spec import PipelineSpec
 
 

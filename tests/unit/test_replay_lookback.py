@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from recovery.frames import RECORDS
-from recovery.replay import replay
+from recovery.replay.bounded import replay
 from recovery.source import FileSource
 from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
 

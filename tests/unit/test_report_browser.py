@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery import runbook
+from recovery.notebook import runbook
 from tests.browser import Chromium, find_chromium
 
 pytestmark = pytest.mark.notebook

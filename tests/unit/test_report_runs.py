@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery import runbook
 from recovery.cli import main
+from recovery.notebook import runbook
 
 pytestmark = pytest.mark.notebook
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from recovery import runbook
 from recovery.cli import main
 from recovery.errors import ConfigError
+from recovery.notebook import runbook
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "tiny_report.ipynb"
 

@@ -10,11 +10,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recovery import explore, frames, reconcile, review
+from recovery import frames
 from recovery.config import KafkaSettings
-from recovery.dedup import dedup
 from recovery.errors import ApprovalError, ConfigError
-from recovery.fixes import build_fixset, new_approval, write_approval, write_fixset
+from recovery.fixes.approval import new_approval, write_approval
+from recovery.fixes.fixset import build_fixset, write_fixset
+from recovery.notebook import explore, reconcile, review
+from recovery.pipeline.dedup import dedup
 from recovery.spec import FieldsSpec, MetricSpec, PipelineSpec, TopicsSpec
 
 T0_MS = 1_767_603_600_000  # 2026-01-05T09:00:00Z
@@ -255,7 +257,7 @@ def test_publishing_needs_the_approved_digest(fixset_dir: Path) -> None:
 
 
 def test_a_mismatched_digest_or_reviewer_is_refused(fixset_dir: Path) -> None:
-    from recovery.fixes import load_fixset
+    from recovery.fixes.fixset import load_fixset
 
     write_approval(fixset_dir, new_approval(load_fixset(fixset_dir), "alice"))
     with pytest.raises(ApprovalError, match="refusing: approved_digest 000000000000... is not the digest"):

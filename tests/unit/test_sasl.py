@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from recovery import sasl
 from recovery.config import KafkaSettings
 from recovery.errors import AuthError
+from recovery.kafka import sasl
 
 # RFC 7677, section 3: SCRAM-SHA-256, user "user", password "pencil"
 CLIENT_NONCE = "rOprNGfwEbeRWgbNEkqO"

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from recovery.errors import DataError
-from recovery.events import parse_event
 from recovery.frames import EVENTS, QUARANTINE, RECORDS
-from recovery.schema import quarantine_counts, validate
+from recovery.records.events import parse_event
+from recovery.records.validate import quarantine_counts, validate
 from recovery.spec import FieldsSpec
 
 FIELDS = FieldsSpec()

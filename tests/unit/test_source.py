@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 
 from recovery.errors import DataError
 from recovery.frames import RECORDS
-from recovery.replay import replay
+from recovery.replay.bounded import replay
 from recovery.source import FileSource
 
 

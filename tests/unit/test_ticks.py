@@ -6,9 +6,8 @@ from polars.testing import assert_frame_equal
 
 from recovery.config import PROJECT_ROOT
 from recovery.errors import ConfigError
-from recovery.live import parse_records
-from recovery.spec import load_spec
-from recovery.ticks import (
+from recovery.live.worker import parse_records
+from recovery.sim.ticks import (
     FAULT_TYPES,
     MALFORMED_KINDS,
     STREAM_FAULTS,
@@ -22,6 +21,7 @@ from recovery.ticks import (
     plan_faults,
     resolve_crash,
 )
+from recovery.spec import load_spec
 
 SPEC = load_spec(PROJECT_ROOT / "pipeline.toml")
 PARAMS = SimulationParams(symbols=3, events=3000, seed=11)

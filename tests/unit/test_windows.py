@@ -7,8 +7,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recovery.frames import EVENTS
-from recovery.spec import MetricSpec, PipelineSpec
-from recovery.windows import (
+from recovery.metrics.windows import (
     LIVE_RESULTS,
     NO_FLOOR,
     SHORT_WINDOW,
@@ -19,6 +18,7 @@ from recovery.windows import (
     last_window_start,
     pane_ms,
 )
+from recovery.spec import MetricSpec, PipelineSpec
 
 from .reference import starts_of
 

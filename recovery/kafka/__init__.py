@@ -1,0 +1,1 @@
+"""Kafka itself: clients and their settings, SASL, topics, the local broker, the librdkafka reader and the producers."""

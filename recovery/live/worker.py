@@ -1,0 +1,544 @@
+"""The live worker: consume raw events in a consumer group, keep window state, publish results at least once.
+
+Per polled batch and partition: parse every record (malformed ones are skipped and counted), run the
+shared window maths (:class:`recovery.metrics.windows.LiveState`), publish the results with the idempotent
+producer, wait for the acknowledgements, then commit the consumed offsets. A crash therefore never loses
+an output silently: what was not committed is processed again (at least once).
+
+``until_end`` bounds a run by the raw topic's end offsets snapshotted at start and drains the assigned
+partitions one at a time, in partition order, so a run (and a fault injected at a given offset) is
+reproducible; :func:`emulate_live` replays exactly that behaviour in memory, which is how the simulator
+predicts what the output topic holds. Without ``until_end`` the worker runs until SIGTERM/SIGINT.
+
+The fault hooks of :mod:`recovery.live.hooks` (a crash at a raw offset, a bad deployment on an event-time
+range) are applied here, deterministically, for the simulator and the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.partitioner.default import murmur2
+from kafka.structs import OffsetAndMetadata
+
+from recovery.config import KafkaSettings
+from recovery.errors import BrokerError, ConfigError
+from recovery.frames import EVENTS, RECORDS
+from recovery.kafka.clients import guarded, new_consumer, new_producer
+from recovery.kafka.topics import partitions_for
+from recovery.live.hooks import BugHook, CrashHook
+from recovery.metrics.windows import LIVE_RESULTS, LiveState
+from recovery.records.events import parse_event, reason_category
+from recovery.records.outputs import encode_results
+from recovery.spec import PipelineSpec
+
+__all__ = ["BugHook", "CrashHook", "LiveStats", "LiveWorker", "Processor", "emulate_live", "parse_records", "run_live"]
+
+log = logging.getLogger("recovery.live.worker")
+
+# A malformed record as the worker saw it: where, and the category of its reason.
+MALFORMED = pl.Schema({"partition": pl.Int32, "offset": pl.Int64, "category": pl.String})
+
+DEFAULT_GROUP = "recovery-live"
+POLL_TIMEOUT_MS = 500
+MAX_POLL_RECORDS = 5000
+PROGRESS_EVERY_S = 5.0
+# Outputs are flushed (and acknowledged) once per polled batch, so linger only groups a batch's sends.
+PRODUCER_CONFIG: dict[str, Any] = {
+    "linger_ms": 5,
+    "batch_size": 512 * 1024,
+    "compression_type": "gzip",
+    "client_id": "recovery-live",
+}
+# A killed member's partitions move on after this (static members with the same instance id come back at once).
+SESSION_TIMEOUT_MS = 10_000
+
+
+@dataclass
+class LiveStats:
+    """Counters of one worker run (printed as the run's summary)."""
+
+    worker: str = ""
+    records: int = 0
+    events: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    late: dict[str, int] = field(default_factory=dict)
+    late_events: int = 0
+    outputs: int = 0
+    commits: int = 0
+    open_windows: int = 0
+    partitions: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["malformed"] = dict(sorted(self.malformed.items()))
+        d["malformed_total"] = self.malformed_total
+        d["events_per_s"] = round(self.events_per_s, 1)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+class Processor:
+    """The Kafka-free part of the worker: raw records in, results to publish out (shared with the emulation)."""
+
+    def __init__(self, spec: PipelineSpec, bugs: Sequence[BugHook] = ()) -> None:
+        self.spec = spec
+        self.bugs = tuple(bugs)
+        self.state = LiveState(spec)
+        self.stats = LiveStats()
+
+    def events_of(self, partition: int, records: Iterable[tuple[int, int, bytes | None]]) -> pl.DataFrame:
+        """EVENTS of the valid records among (offset, timestamp_ms, value); malformed ones are counted."""
+        columns: dict[str, list[Any]] = {name: [] for name in EVENTS}
+        fields = self.spec.fields
+        for offset, timestamp_ms, value in records:
+            self.stats.records += 1
+            event = parse_event(value, fields)
+            if isinstance(event, str):
+                self.stats.malformed[reason_category(event)] += 1
+                log.debug("skip malformed %s[%d]@%d: %s", self.spec.topics.raw, partition, offset, event)
+                continue
+            columns["partition"].append(partition)
+            columns["offset"].append(offset)
+            columns["timestamp_ms"].append(timestamp_ms)
+            for name in ("event_id", "key", "seq", "ts", "price", "volume"):
+                columns[name].append(event[name])
+        return pl.DataFrame(columns, schema=EVENTS)
+
+    def process(self, partition: int, records: Sequence[tuple[int, int, bytes | None]]) -> pl.DataFrame:
+        """LIVE_RESULTS to publish after ``records`` of ``partition`` (offset order)."""
+        return self.process_events(self.events_of(partition, records))
+
+    def process_events(self, events: pl.DataFrame) -> pl.DataFrame:
+        """LIVE_RESULTS to publish after valid ``events`` (EVENTS, arrival order)."""
+        self.stats.events += events.height
+        for bug in self.bugs:
+            events = bug.apply(events)
+        results = self.state.process(events)
+        self.stats.late = dict(self.state.late)
+        self.stats.late_events = self.state.late_events
+        self.stats.open_windows = self.state.open_windows
+        return results
+
+    def cold_restart(self) -> None:
+        """What a killed and restarted worker has: no state (counters carry on)."""
+        late, late_events = dict(self.state.late), self.state.late_events
+        self.state.reset()
+        self.state.late, self.state.late_events = late, late_events
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The emulation (no Kafka): what a bounded run with these hooks publishes
+
+
+def parse_records(records: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What the worker's per-record parse makes of RECORDS: (EVENTS, MALFORMED) in record order."""
+    good: dict[str, list[Any]] = {name: [] for name in EVENTS}
+    bad: dict[str, list[Any]] = {name: [] for name in MALFORMED}
+    for partition, offset, timestamp_ms, _key, value in records.select(RECORDS.names()).iter_rows():
+        parsed = parse_event(value, spec.fields)
+        if isinstance(parsed, str):
+            for name, item in zip(MALFORMED.names(), (partition, offset, reason_category(parsed)), strict=True):
+                bad[name].append(item)
+            continue
+        good["partition"].append(partition)
+        good["offset"].append(offset)
+        good["timestamp_ms"].append(timestamp_ms)
+        for name in ("event_id", "key", "seq", "ts", "price", "volume"):
+            good[name].append(parsed[name])
+    return pl.DataFrame(good, schema=EVENTS), pl.DataFrame(bad, schema=MALFORMED)
+
+
+def emulate_live(
+    records: pl.DataFrame,
+    spec: PipelineSpec,
+    *,
+    crashes: Sequence[CrashHook] = (),
+    bugs: Sequence[BugHook] = (),
+    parsed: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> tuple[pl.DataFrame, LiveStats]:
+    """(LIVE_RESULTS, stats) of bounded worker runs over ``records`` (RECORDS of the raw topic), crashes included.
+
+    Mirrors the worker: partitions drained in order, each in offset order; a crash restarts it cold from
+    its last commit. Crashes apply in (partition, offset) order, one per worker run. ``parsed`` may pass
+    what :func:`parse_records` returns for ``records`` when the caller knows it already.
+    """
+    events, malformed = parsed if parsed is not None else parse_records(records, spec)
+    proc = Processor(spec, bugs)
+    stats = proc.stats
+    outs: list[pl.DataFrame] = []
+
+    def run(partition: int, lo: int, hi: int | None) -> None:
+        def within(frame: pl.DataFrame) -> pl.DataFrame:
+            cond = (pl.col("partition") == partition) & (pl.col("offset") >= lo)
+            return frame.filter(cond if hi is None else cond & (pl.col("offset") < hi))
+
+        stats.records += within(records).height
+        stats.malformed.update(within(malformed).get_column("category").to_list())
+        outs.append(proc.process_events(within(events).sort("offset")))
+
+    pending = sorted(crashes, key=lambda c: (c.partition, c.offset))
+    partitions = records.get_column("partition").unique().sort().to_list()
+    for partition in partitions:
+        last_offset = records.filter(pl.col("partition") == partition).get_column("offset").max()
+        start = 0  # the committed position
+        for crash in [c for c in pending if c.partition == partition]:
+            if crash.offset < start:
+                raise ConfigError(f"crash hook {crash} falls inside the span of an earlier crash")
+            if last_offset is None or crash.offset > last_offset:  # type: ignore[operator]
+                continue  # never reached: the run ends before it
+            run(partition, start, crash.offset)
+            if crash.mode == "commit-after":
+                run(partition, crash.offset, crash.offset + crash.span)
+                start = crash.offset
+            else:
+                start = crash.offset + crash.span
+            proc.cold_restart()
+        run(partition, start, None)
+    stats.outputs = sum(o.height for o in outs)
+    stats.partitions = partitions
+    return (pl.concat(outs) if outs else pl.DataFrame(schema=LIVE_RESULTS)), stats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The worker
+
+
+class _Rebalances(ConsumerRebalanceListener):
+    """Records revocations; the worker applies them between batches (callbacks run on the IO loop)."""
+
+    def __init__(self, worker: LiveWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Everything processed was committed after its outputs were acknowledged: nothing to flush here.
+        with self.worker.lock:
+            self.worker.revoked.update(tp.partition for tp in revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.worker.until_end and assigned:
+            self.worker.consumer.pause(*assigned)  # resumed one at a time by _drain_one_at_a_time
+        parts = sorted(tp.partition for tp in assigned)
+        log.info("%s: assigned %s%s", self.worker.stats.worker, self.worker.spec.topics.raw, parts)
+        with self.worker.lock:
+            self.worker.seen_partitions.update(parts)
+
+
+class LiveWorker:
+    """One consumer-group member of the live pipeline (use :func:`run_live`)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        spec: PipelineSpec,
+        *,
+        group: str = DEFAULT_GROUP,
+        until_end: bool = False,
+        crash: CrashHook | None = None,
+        bugs: Sequence[BugHook] = (),
+        worker_id: str | None = None,
+        instance_id: str | None = None,
+        max_poll_records: int = MAX_POLL_RECORDS,
+        kill: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.group = group
+        self.until_end = until_end
+        self.crash = crash
+        self.max_poll_records = max_poll_records
+        self.instance_id = instance_id
+        self.processor = Processor(spec, bugs)
+        self.stats = self.processor.stats
+        tags = "".join(f"+bug-{b.kind}" for b in bugs)
+        self.stats.worker = (worker_id or f"{socket.gethostname()}:{os.getpid()}") + tags
+        self.kill = kill or _sigkill_self
+        self.seen_partitions: set[int] = set()
+        self.lock = threading.Lock()
+        self.revoked: set[int] = set()  # revoked since the last batch (set by the rebalance listener)
+        self.verify: set[int] = set()  # re-assigned to us: keep state only if nobody else moved them on
+        self.last_committed: dict[int, int] = {}
+        self.stopping = False
+        self._partition_of_key: dict[str, int] = {}
+
+    # -- publishing ------------------------------------------------------------------------------------
+
+    def _output_partition(self, key: str) -> int:
+        # the default partitioner's choice, computed once per key (murmur2 in pure Python is slow)
+        part = self._partition_of_key.get(key)
+        if part is None:
+            part = (murmur2(key.encode()) & 0x7FFFFFFF) % self.output_partitions
+            self._partition_of_key[key] = part
+        return part
+
+    def _publish(self, results: pl.DataFrame) -> list[Any]:
+        if results.height == 0:
+            return []
+        topic = self.spec.topics.output
+        values = encode_results(results, self.stats.worker)
+        futures = []
+        for value, key, time_ms in zip(
+            values, results.get_column("key").to_list(), results.get_column("time_ms").to_list(), strict=True
+        ):
+            futures.append(
+                self.producer.send(
+                    topic,
+                    key=key.encode(),
+                    value=value,
+                    partition=self._output_partition(key),
+                    timestamp_ms=max(time_ms, 0),
+                )
+            )
+        self.stats.outputs += len(futures)
+        return futures
+
+    def _acknowledged(self, futures: list[Any]) -> None:
+        guarded(self.settings, f"publishing to {self.spec.topics.output}", lambda: self.producer.flush())
+        failed = [f for f in futures if not f.succeeded()]
+        if failed:
+            raise BrokerError(
+                f"{len(failed)} output record(s) to {self.spec.topics.output} were not acknowledged: "
+                f"{failed[0].exception!r}",
+                hint="offsets were not committed; restart the worker to process those events again",
+            )
+
+    def _commit(self, partition: int, next_offset: int) -> None:
+        tp = TopicPartition(self.spec.topics.raw, partition)
+        guarded(
+            self.settings,
+            f"committing {tp.topic}[{partition}]",
+            lambda: self.consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)}),
+        )
+        self.last_committed[partition] = next_offset
+        self.stats.commits += 1
+
+    def _apply_rebalances(self) -> None:
+        """Drop the state of partitions that moved to another member; re-check the ones that came back."""
+        with self.lock:
+            revoked, self.revoked = self.revoked, set()
+        if not revoked:
+            return
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        lost = sorted(revoked - owned)
+        if lost:
+            log.info("%s: partitions %s moved away, dropping their state", self.stats.worker, lost)
+            self.processor.state.forget_partitions(lost)
+            for p in lost:
+                self.last_committed.pop(p, None)
+        self.verify |= revoked & owned
+
+    def _check_continuity(self, partition: int, first_offset: int) -> None:
+        """Keep a re-assigned partition's state only if its records continue where this worker committed."""
+        if partition in self.verify:
+            self.verify.discard(partition)
+            expected = self.last_committed.get(partition)
+            if expected is not None and expected != first_offset:
+                log.info(
+                    "%s: %s[%d] moved on elsewhere, its state starts cold",
+                    self.stats.worker,
+                    self.spec.topics.raw,
+                    partition,
+                )
+                self.processor.state.forget_partitions([partition])
+
+    def _process_and_publish(self, partition: int, records: Sequence[tuple[int, int, bytes | None]]) -> None:
+        if records:
+            self._acknowledged(self._publish(self.processor.process(partition, records)))
+
+    # -- one partition's batch, with the crash hook -----------------------------------------------------
+
+    def _handle(self, partition: int, records: list[tuple[int, int, bytes | None]]) -> None:
+        crash = self.crash
+        if crash is None or crash.partition != partition or records[-1][0] < crash.offset:
+            self._process_and_publish(partition, records)
+            self._commit(partition, records[-1][0] + 1)
+            return
+        before = [r for r in records if r[0] < crash.offset]  # empty once the span has started
+        if before:
+            self._process_and_publish(partition, before)
+            self._commit(partition, before[-1][0] + 1)
+        stop = crash.offset + crash.span
+        if self.until_end:
+            stop = min(stop, self.end_offsets.get(partition, stop))
+        if crash.mode == "commit-before":
+            self._commit(partition, stop)
+            log.warning("%s: crash hook %s: committed before processing, SIGKILL", self.stats.worker, crash)
+            self.kill()
+            return
+        self._process_and_publish(partition, [r for r in records if crash.offset <= r[0] < stop])
+        if records[-1][0] >= stop - 1:
+            log.warning("%s: crash hook %s: published, not committed, SIGKILL", self.stats.worker, crash)
+            self.kill()
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def _drain_one_at_a_time(self) -> TopicPartition | None:
+        """Bounded mode: fetch only the lowest assigned partition not at its end offset; returns it.
+
+        Partitions are paused when assigned and resumed one at a time: a paused partition never holds
+        fetched data that must be handed out later (which kafka-python can leave stuck after a resume).
+        """
+        assigned = sorted(self.consumer.assignment(), key=lambda tp: tp.partition)
+        current = None
+        for tp in assigned:
+            if self.consumer.position(tp) < self.end_offsets.get(tp.partition, 0):
+                current = tp
+                break
+        paused = self.consumer.paused()
+        if current is not None and current in paused:
+            self.consumer.resume(current)
+        others = [tp for tp in assigned if tp != current and tp not in paused]
+        if others:
+            self.consumer.pause(*others)
+        return current
+
+    def _local_work_done(self) -> bool:
+        return all(
+            self.consumer.position(tp) >= self.end_offsets.get(tp.partition, 0) for tp in self.consumer.assignment()
+        )
+
+    def _group_done(self) -> bool:
+        """Every partition of the raw topic committed at or past the end snapshot (by any member)."""
+        for partition, end in self.end_offsets.items():
+            if end == 0:
+                continue
+            committed = self.consumer.committed(TopicPartition(self.spec.topics.raw, partition))
+            if committed is None or committed < end:
+                return False
+        return True
+
+    def run(self) -> LiveStats:
+        """Consume until the end snapshot (``until_end``) or until stopped; returns the counters."""
+        raw = self.spec.topics.raw
+        partitions = partitions_for(self.settings, raw)
+        self.output_partitions = len(partitions_for(self.settings, self.spec.topics.output))
+        self.consumer = new_consumer(
+            self.settings,
+            group_id=self.group,
+            max_poll_records=self.max_poll_records,
+            client_id=f"recovery-live-{self.stats.worker}",
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            **({"group_instance_id": self.instance_id} if self.instance_id else {}),
+        )
+        self.producer = new_producer(self.settings, **PRODUCER_CONFIG)
+        started = time.monotonic()
+        try:
+            parts = [TopicPartition(raw, p) for p in partitions]
+            ends = guarded(self.settings, f"reading end offsets of {raw}", lambda: self.consumer.end_offsets(parts))
+            self.end_offsets = {tp.partition: off for tp, off in ends.items()}
+            self.consumer.subscribe([raw], listener=_Rebalances(self))
+            if self.until_end:
+                log.info("%s: bounded run to end offsets %s", self.stats.worker, self.end_offsets)
+            self._loop(started)
+        finally:
+            self.stats.seconds = time.monotonic() - started
+            self.stats.partitions = sorted(self.seen_partitions)
+            try:
+                self.producer.close(timeout=10)
+            finally:
+                self.consumer.close(autocommit=False)
+        return self.stats
+
+    def _loop(self, started: float) -> None:
+        raw = self.spec.topics.raw
+        last_report = started
+        while not self.stopping:
+            current = self._drain_one_at_a_time() if self.until_end else None
+            batch = guarded(
+                self.settings,
+                f"polling {raw}",
+                lambda: self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_poll_records),
+            )
+            self._apply_rebalances()
+            for tp in sorted(batch, key=lambda tp: tp.partition):
+                if self.until_end and tp != current:  # not its turn yet: hand the records back
+                    self.consumer.seek(tp, batch[tp][0].offset)
+                    continue
+                end = self.end_offsets.get(tp.partition, 0) if self.until_end else None
+                records = [(r.offset, r.timestamp, r.value) for r in batch[tp] if end is None or r.offset < end]
+                if records:
+                    self._check_continuity(tp.partition, records[0][0])
+                    self._handle(tp.partition, records)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                log.info(
+                    "%s: %s records (%.0f/s), %d malformed, %d late, %d outputs",
+                    self.stats.worker,
+                    self.stats.records,
+                    self.stats.records / (now - started),
+                    self.stats.malformed_total,
+                    self.stats.late_events,
+                    self.stats.outputs,
+                )
+            if self.until_end and self._local_work_done() and self._group_done():
+                return
+
+
+def _sigkill_self() -> None:
+    logging.shutdown()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_live(
+    settings: KafkaSettings,
+    spec: PipelineSpec,
+    *,
+    group: str = DEFAULT_GROUP,
+    until_end: bool = False,
+    crash: CrashHook | None = None,
+    bugs: Sequence[BugHook] = (),
+    worker_id: str | None = None,
+    instance_id: str | None = None,
+    max_poll_records: int = MAX_POLL_RECORDS,
+) -> LiveStats:
+    """Run one live worker (a member of consumer group ``group``); returns its counters.
+
+    Continuous unless ``until_end``; SIGTERM and SIGINT stop it after the current batch (outputs flushed,
+    offsets committed). ``instance_id`` makes it a static member: restarted with the same id, it gets its
+    partitions back without waiting for the group to notice the old process is gone.
+    """
+    worker = LiveWorker(
+        settings,
+        spec,
+        group=group,
+        until_end=until_end,
+        crash=crash,
+        bugs=bugs,
+        worker_id=worker_id,
+        instance_id=instance_id,
+        max_poll_records=max_poll_records,
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("%s: signal %d, stopping after this batch", worker.stats.worker, signum)
+        worker.stopping = True
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    try:
+        return worker.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

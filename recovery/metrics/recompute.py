@@ -1,0 +1,144 @@
+"""Recompute truth: every metric of the spec over valid, deduplicated events, vectorised with polars.
+
+Truth is what a fault-free live worker would publish: each key's events in event-time order (ties by seq),
+every valid event included. ``emulate_grace=True`` instead applies the live worker's grace policy (events
+whose windows were all closed when they arrived, in offset order per partition, are dropped), which shows
+what the live worker published for time windows when nothing else went wrong.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from recovery.errors import DataError
+from recovery.frames import EVENTS, RESULTS, conform, empty
+from recovery.metrics.windows import (
+    common_pane_ms,
+    first_open_start,
+    is_late,
+    pane_ms,
+    pane_sums,
+    sma_results,
+    watermark_seen_before,
+    window_results,
+    windows_from_panes,
+)
+from recovery.spec import MetricSpec, PipelineSpec
+
+_COMPOSITE_BITS = 62
+KEY_RUN = "_key_run"  # integer id of each key's run of rows in event-time order
+
+
+def is_event_time_ordered(events: pl.DataFrame) -> bool:
+    """True when rows are sorted by key, then event time, then seq."""
+    if events.height < 2:
+        return True
+    k, t, s = pl.col("key"), pl.col("ts"), pl.col("seq")
+    ordered = (k > k.shift(1)) | ((k == k.shift(1)) & ((t > t.shift(1)) | ((t == t.shift(1)) & (s >= s.shift(1)))))
+    return bool(events.select(ordered.fill_null(True).all()).item())
+
+
+def order_by_event_time(events: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by key, event time, seq (stable); returned as is when already in that order."""
+    if is_event_time_ordered(events):
+        return events
+    # Sorting on one integer is several times faster than on (string, int, int): encode (key rank, ts)
+    # into one Int64 when it fits, and break the remaining ties by seq.
+    keys = events.get_column("key").unique().sort()
+    ts_min, ts_max = events.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0)
+    key_bits = max(1, (keys.len() - 1).bit_length())
+    ts_bits = max(1, (ts_max - ts_min).bit_length())
+    if keys.null_count() or key_bits + ts_bits > _COMPOSITE_BITS:
+        return events.sort("key", "ts", "seq", maintain_order=True)
+    rank = pl.col("key").replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
+    composite = rank * (1 << ts_bits) + (pl.col("ts") - ts_min)
+    ordered = events.sort(composite, maintain_order=True)
+    if is_event_time_ordered(ordered):  # ties in (key, ts) usually arrive in seq order already
+        return ordered
+    return events.sort(composite, pl.col("seq"), maintain_order=True)
+
+
+def order_by_arrival(events: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by partition, then offset: the order the live worker received them."""
+    p, o = pl.col("partition"), pl.col("offset")
+    arrived = (p > p.shift(1)) | ((p == p.shift(1)) & (o >= o.shift(1)))
+    if events.height < 2 or events.select(arrived.fill_null(True).all()).item():
+        return events
+    return events.sort(p.cast(pl.Int64) * (1 << 40) + o, maintain_order=True)
+
+
+def _check_range(from_ms: int | None, to_ms: int | None) -> None:
+    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
+        raise DataError(f"empty range [{from_ms}, {to_ms})", hint="from must be before to (epoch ms, to exclusive)")
+
+
+def trim(results: pl.DataFrame, metric: MetricSpec, from_ms: int | None, to_ms: int | None) -> pl.DataFrame:
+    """Keep the results inside [from_ms, to_ms): sma by event time, time windows when fully inside."""
+    cond = pl.lit(True)
+    if metric.kind == "sma":
+        if from_ms is not None:
+            cond = cond & (pl.col("time_ms") >= from_ms)
+        if to_ms is not None:
+            cond = cond & (pl.col("time_ms") < to_ms)
+    else:
+        assert metric.window_ms is not None
+        if from_ms is not None:
+            cond = cond & (pl.col("window") >= from_ms)
+        if to_ms is not None:
+            cond = cond & (pl.col("window") + metric.window_ms <= to_ms)
+    return results.filter(cond)
+
+
+def _windows_with_grace(arrival: pl.DataFrame, metric: MetricSpec) -> pl.DataFrame:
+    with_floor = arrival.with_columns(first_open_start(pl.col("_seen") - metric.grace_ms, metric).alias("_floor"))
+    kept = with_floor.filter(~is_late(pl.col("ts"), pl.col("_floor"), metric))
+    panes = pane_sums(kept, pane_ms(metric), [metric], floor="_floor")
+    return windows_from_panes(panes, metric)
+
+
+def recompute(
+    events: pl.DataFrame,
+    spec: PipelineSpec,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    emulate_grace: bool = False,
+    presorted: bool = False,
+) -> pl.DataFrame:
+    """RESULTS of every metric of ``spec`` over ``events`` (EVENTS frame: valid, deduplicated).
+
+    ``presorted``: the caller guarantees ``events`` are in event-time order per key (as :func:`dedup` returns
+    them), which skips checking it.
+
+    Results are trimmed to [from_ms, to_ms) when given (sma by event time; time windows only when fully
+    inside); pass events from earlier (the lookback) so the first results in range are complete. Rows come
+    per metric in spec order, then by key, then by event time.
+    """
+    _check_range(from_ms, to_ms)
+    missing = [name for name in EVENTS if name not in events.columns]
+    if missing:
+        raise DataError(f"events frame lacks column(s) {', '.join(missing)}", hint="pass an EVENTS frame")
+    frame = conform(events, EVENTS)
+    if frame.height == 0:
+        return empty(RESULTS)
+    used = frame.select("key", "seq", "ts", "price", "volume")  # sort only what is used
+    ordered = used if presorted else order_by_event_time(used)
+    # one integer run id per key: every later "same key as the row before?" compares integers, not strings
+    key = pl.col("key")
+    ordered = ordered.with_columns((key != key.shift(1)).fill_null(True).cum_sum().alias(KEY_RUN))
+    by_metric: dict[str, pl.DataFrame] = {}
+    for m in spec.metrics:
+        if m.kind == "sma":
+            by_metric[m.name] = sma_results(ordered, m, group=KEY_RUN)
+    windowed = [m for m in spec.metrics if m.is_windowed]
+    if windowed and emulate_grace:
+        arrival = order_by_arrival(frame)
+        arrival = arrival.with_columns(watermark_seen_before(arrival).alias("_seen"))
+        for m in windowed:
+            by_metric[m.name] = window_results(_windows_with_grace(arrival, m), m)
+    elif windowed:
+        panes = pane_sums(ordered, common_pane_ms(windowed), windowed, ordered=True, group=KEY_RUN)
+        for m in windowed:
+            by_metric[m.name] = window_results(windows_from_panes(panes, m), m)
+    parts = [trim(by_metric[m.name], m, from_ms, to_ms) for m in spec.metrics]
+    return conform(pl.concat(parts), RESULTS)

@@ -1,0 +1,1 @@
+"""What the notebooks call: runbook (parameters, runs, reports), charts, and each runbook's steps."""

@@ -1,0 +1,495 @@
+"""Recovery partition by partition: bounded memory and the whole pipeline in parallel.
+
+Work is partitioned by key: a key's raw events live in one partition of the raw topic, and the live worker
+publishes its results to the same partition number of the output topic (same key, same partition count,
+the default partitioner). So each partition is recovered on its own, in a worker process: its raw records
+(with lookback) are validated and its outputs decoded batch by batch as they are read, and spooled to
+Parquet parts in a work directory; then dedup, recompute and compare run key group by key group, and only
+what is small goes back (corrections, summary counts, quarantine, quality figures). The big frames
+(comparison, truth, originals) stay in the parts and are read back only on demand. Peak memory is then
+one partition's working set per worker, whatever the length of the range.
+
+Every per-partition result adds up to the result of the whole range, provided keys really are partitioned:
+:func:`misalignment` checks it from what the workers saw (no key in two raw partitions, no event id in two
+partitions, outputs of a key in the partition of its raw events). When it does not hold, the caller
+recovers the range in memory instead, which makes no such assumption.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recovery.errors import ConfigError
+from recovery.fixes.fixset import corrections_from
+from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, OUTPUTS, QUARANTINE, RESULTS, concat_or_empty, empty
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.compare import compare, summary_counts
+from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
+from recovery.records.outputs import decode_outputs
+from recovery.records.validate import validate
+from recovery.replay.bounded import (
+    PartitionJob,
+    PartitionPlan,
+    PartitionRead,
+    ReplayResult,
+    Snapshot,
+    plan,
+    run_partition,
+)
+from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
+from recovery.replay.readers import Reader, reader_for
+from recovery.source import FileSource, KafkaSource, Source
+from recovery.spec import PipelineSpec
+
+# Records per replayed batch: each is validated (or decoded) as it arrives and spooled to Parquet; the
+# transient memory of decoding JSON grows with the batch. Events per key group: dedup, recompute and
+# compare hold a group's events, results and outputs, in several copies at once inside the joins.
+BATCH_RECORDS = 50_000
+GROUP_ROWS = 400_000
+
+
+class Spool:
+    """Parquet parts of one kind of frame of one partition, written batch by batch, read back lazily."""
+
+    def __init__(self, work_dir: str, name: str, partition: int, schema: pl.Schema) -> None:
+        self.prefix = str(Path(work_dir) / f"{name}-p{partition:05d}")
+        self.schema = schema
+        self.paths: list[str] = []
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            path = f"{self.prefix}-{len(self.paths):04d}.parquet"
+            frame.write_parquet(path, compression="lz4")  # read back soon: fast beats small
+            self.paths.append(path)
+
+    def lazy(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.paths) if self.paths else empty(self.schema).lazy()
+
+    def remove(self) -> None:
+        for path in self.paths:
+            Path(path).unlink(missing_ok=True)
+        self.paths = []
+
+
+class SpoolSink:
+    """A replay sink that spools what each batch turns into and keeps the quarantined records in memory."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.quarantine: list[pl.DataFrame] = []
+
+    def frame(self) -> pl.DataFrame | None:
+        return None  # nothing is kept in memory: the spool holds it
+
+    def discard(self) -> None:
+        self.quarantine = []
+        self.spool.remove()
+
+
+class EventSink(SpoolSink):
+    """Validates each replayed batch as it arrives and spools its events; keeps only the quarantine."""
+
+    def __init__(self, spec: PipelineSpec, from_ms: int, until_ms: int, spool: Spool) -> None:
+        super().__init__(spool)
+        self.spec = spec
+        self.window = (from_ms, until_ms)
+        self.in_range = 0  # records with a Kafka timestamp in [from, to + slack)
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        events, bad = validate(frame, self.spec)
+        self.spool.write(events)
+        if bad.height:
+            self.quarantine.append(bad)
+        lo, hi = self.window
+        self.in_range += int(frame.select(pl.col("timestamp_ms").is_between(lo, hi, closed="left").sum()).item())
+        return events
+
+    def bad(self) -> pl.DataFrame:
+        """QUARANTINE in offset order (the sma lookback reads earlier chunks last)."""
+        return _in_offset_order(self.quarantine, QUARANTINE)
+
+
+def _in_offset_order(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+    """Frames of one partition, each in offset order, concatenated in offset order (without a sort)."""
+    ordered = sorted((f for f in frames if f.height), key=lambda f: f.item(0, "offset"))
+    return pl.concat(ordered) if ordered else empty(schema)
+
+
+class OutputSink(SpoolSink):
+    """Decodes each replayed batch of the output topic as it arrives and spools the results."""
+
+    def __init__(self, spool: Spool) -> None:
+        super().__init__(spool)
+        self.keys: set[str] = set()
+        self.metrics: set[str] = set()
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        outputs, bad = decode_outputs(frame)
+        self.spool.write(outputs)
+        self.keys.update(outputs.get_column("key").unique().drop_nulls().to_list())
+        self.metrics.update(outputs.get_column("metric").unique().drop_nulls().to_list())
+        if bad.height:
+            self.quarantine.append(bad)
+        return None
+
+    def bad(self) -> pl.DataFrame:
+        return concat_or_empty(self.quarantine, QUARANTINE).sort("partition", "offset")
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """Everything a worker needs to recover one partition."""
+
+    spec: PipelineSpec
+    partition: int
+    raw_source: Source
+    raw_plan: PartitionPlan
+    outputs_source: Source
+    outputs_plan: PartitionPlan
+    from_ms: int
+    to_ms: int
+    slack_ms: int
+    emulate_grace: bool
+    abs_tol: float
+    rel_tol: float
+    client: str
+    work_dir: str
+
+
+@dataclass
+class PartitionOutcome:
+    """What one partition's recovery keeps in memory; the big frames are in ``parts``."""
+
+    partition: int
+    raw_read: PartitionRead
+    outputs_read: PartitionRead
+    records_in_range: int
+    raw_keys: list[str]
+    output_keys: list[str]
+    event_ids: pl.Series  # 64-bit hashes of the unique event ids (cross-partition duplicates)
+    quality: DedupResult  # without its events (event_count set)
+    quarantine: pl.DataFrame
+    outputs_quarantine: pl.DataFrame
+    metrics_seen: list[str]
+    corrections: pl.DataFrame
+    counts: pl.DataFrame  # summary_counts of the partition's comparison
+    parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
+
+
+_READERS: dict[Any, Reader] = {}
+_QUEUE: Any = None
+
+
+def _init_worker(queue: Any) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _reader(source: Source, client: str) -> Reader:
+    reader = _READERS.get((source, client))
+    if reader is None:
+        reader = _READERS[(source, client)] = reader_for(source, client)
+    return reader
+
+
+def _close_readers() -> None:
+    for reader in _READERS.values():
+        reader.close()
+    _READERS.clear()
+
+
+def recover_partition(task: PartitionTask, progress: ProgressSink | None = None) -> PartitionOutcome:
+    """Recover one partition: replay + validate, replay + decode the outputs, then key group by key group
+    dedup, recompute and compare; what is big goes to Parquet parts."""
+    if progress is None:
+        progress = QueueProgress(_QUEUE) if _QUEUE is not None else NoProgress()
+    spec, p = task.spec, task.partition
+    # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
+    raw_reader = _reader(task.raw_source, task.client)
+    out_reader = _reader(task.outputs_source, task.client)
+    raw_job = PartitionJob(
+        task.raw_source,
+        task.from_ms,
+        spec.lookback_events,
+        spec.fields,
+        None,
+        BATCH_RECORDS,
+        "raw",
+        task.client,
+        task.to_ms,
+    )
+    events = Spool(task.work_dir, "events", p, EVENTS)
+    events_sink = EventSink(spec, task.from_ms, task.to_ms + task.slack_ms, events)
+    raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
+    quarantine = events_sink.bad()
+    out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
+    originals = Spool(task.work_dir, "originals", p, OUTPUTS)
+    out_sink = OutputSink(originals)
+    outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
+    # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
+    # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
+    grouped = KeyGroupDedup(
+        events.lazy(),
+        quarantine=quarantine,
+        fields=spec.fields,
+        max_rows=None if task.emulate_grace else GROUP_ROWS,
+        coverage=Coverage({p: raw_read.coverage}, task.to_ms),
+    )
+    truths = Spool(task.work_dir, "truth", p, RESULTS)
+    comparisons = Spool(task.work_dir, "comparison", p, COMPARISON)
+    raw_keys: list[str] = []
+    hashes, corrections, counts = [], [], []
+    window = {"from_ms": task.from_ms, "to_ms": task.to_ms}
+
+    def compare_part(published: pl.DataFrame, truth: pl.DataFrame) -> None:
+        comparison = compare(published, truth, spec, **window, abs_tol=task.abs_tol, rel_tol=task.rel_tol)
+        corrections.append(corrections_from(comparison))
+        counts.append(summary_counts(comparison))
+        comparisons.write(comparison)
+
+    for unique in grouped.groups():
+        keys = unique.get_column("key").unique()
+        raw_keys.extend(keys.to_list())
+        hashes.append(unique.get_column("event_id").hash())
+        truth = recompute(unique, spec, **window, emulate_grace=task.emulate_grace, presorted=True)
+        del unique
+        truths.write(truth)
+        compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
+        del truth
+    # outputs of keys without a valid raw event here: all extra (or published to the wrong partition)
+    known = pl.Series(raw_keys, dtype=pl.String).implode()
+    orphans = originals.lazy().filter(~pl.col("key").is_in(known)).collect()
+    if orphans.height:
+        compare_part(orphans, empty(RESULTS))
+    del orphans
+    events.remove()
+    return PartitionOutcome(
+        partition=p,
+        raw_read=raw_read,
+        outputs_read=outputs_read,
+        records_in_range=events_sink.in_range,
+        raw_keys=raw_keys,
+        output_keys=sorted(out_sink.keys),
+        event_ids=pl.concat(hashes) if hashes else pl.Series(dtype=pl.UInt64),
+        quality=grouped.result(),
+        quarantine=quarantine,
+        outputs_quarantine=out_sink.bad(),
+        metrics_seen=sorted(out_sink.metrics),
+        corrections=concat_or_empty(corrections, CORRECTIONS),
+        counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
+        parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
+    )
+
+
+def _worker(task: PartitionTask) -> PartitionOutcome:
+    return recover_partition(task)
+
+
+def can_partition(raw_source: Source, outputs_source: Source) -> bool:
+    """Both sides are of one kind (Kafka topics, or archives) so partitions can be paired."""
+    return isinstance(raw_source, KafkaSource) == isinstance(outputs_source, KafkaSource)
+
+
+def misalignment(
+    raw_keys: dict[int, list[str]], output_keys: dict[int, list[str]], event_ids: list[pl.Series]
+) -> str | None:
+    """Why per-partition results would not add up to the whole range's (None when they do).
+
+    ``raw_keys`` / ``output_keys``: the keys each partition's raw events / outputs hold; ``event_ids``: per
+    partition, hashes of its unique event ids. A hash collision can only report a misalignment that is not
+    there (the safe direction: the range is then recovered in memory).
+    """
+    owner: dict[str, int] = {}
+    for partition, keys in sorted(raw_keys.items()):
+        for key in keys:
+            if owner.setdefault(key, partition) != partition:
+                return f"key {key!r} has raw events in partitions {owner[key]} and {partition}"
+    unowned: dict[str, int] = {}
+    for partition, keys in sorted(output_keys.items()):
+        for key in keys:
+            home = owner.get(key)
+            if home is None:
+                home = unowned.setdefault(key, partition)
+            if home != partition:
+                return f"key {key!r} has outputs in partition {partition} but its raw events or outputs in {home}"
+    ids = pl.concat(event_ids) if event_ids else pl.Series(dtype=pl.UInt64)
+    if ids.n_unique() != ids.len():
+        return "an event id appears in more than one partition"
+    return None
+
+
+@dataclass
+class PartitionedRecovery:
+    """The per-partition results of a range, merged; big frames stay in Parquet parts under ``work_dir``."""
+
+    raw: ReplayResult
+    outputs: ReplayResult
+    quality: DedupResult
+    quarantine: pl.DataFrame
+    outputs_quarantine: pl.DataFrame
+    records_in_range: int
+    metrics_seen: set[str]
+    corrections: pl.DataFrame
+    counts: pl.DataFrame  # summary_counts, all partitions
+    parts: dict[str, list[str]]
+    work_dir: Path
+
+    def lazy(self, name: str) -> pl.LazyFrame:
+        """The ``comparison``, ``truth`` or ``originals`` parts as one lazy frame (partition order)."""
+        schema = {"comparison": COMPARISON, "truth": RESULTS, "originals": OUTPUTS}[name]
+        paths = self.parts.get(name, [])
+        return pl.scan_parquet(paths) if paths else empty(schema).lazy()
+
+    def loader(self, name: str) -> Callable[[], pl.DataFrame]:
+        return lambda: self.lazy(name).collect()
+
+
+def new_work_dir(near: Path | None) -> Path:
+    """A scratch directory for the parts, next to the fix set when there is one (same file system)."""
+    base = near.parent if near is not None else None
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".recover-parts-", dir=base))
+
+
+def remove_when_unused(owner: object, work_dir: Path) -> None:
+    """Delete ``work_dir`` once ``owner`` is garbage (or at exit): the parts are only read through it."""
+    weakref.finalize(owner, shutil.rmtree, str(work_dir), True)
+
+
+def recover_partitions(
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    *,
+    raw_source: Source,
+    outputs_source: Source,
+    outputs_slack_ms: int,
+    work_dir: Path,
+    workers: int = 1,
+    slack_ms: int,
+    emulate_grace: bool = False,
+    abs_tol: float,
+    rel_tol: float,
+    quiet: bool = True,
+    client: str,
+) -> tuple[PartitionedRecovery, str | None]:
+    """Recover every partition of ``[from_ms, to_ms)``; returns the merged results and the misalignment, if any.
+
+    Both topics' offsets are snapshotted first; each worker then reads exactly its partitions' planned ranges.
+    """
+    started = time.monotonic()
+    raw_snap = plan(
+        raw_source,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        lookback_ms=spec.lookback_ms,
+        lookback_events=spec.lookback_events,
+        slack_ms=slack_ms,
+    )
+    out_snap = plan(outputs_source, from_ms=from_ms, to_ms=to_ms, slack_ms=outputs_slack_ms)
+    raw_plans = {p.partition: p for p in raw_snap.partitions}
+    out_plans = {p.partition: p for p in out_snap.partitions}
+    if set(raw_plans) != set(out_plans):
+        raise Unpaired(f"the raw topic has partitions {sorted(raw_plans)} and the output topic {sorted(out_plans)}")
+    tasks = [
+        PartitionTask(
+            spec,
+            p,
+            raw_source,
+            raw_plans[p],
+            outputs_source,
+            out_plans[p],
+            from_ms,
+            to_ms,
+            slack_ms,
+            emulate_grace,
+            abs_tol,
+            rel_tol,
+            client,
+            str(work_dir),
+        )
+        for p in sorted(raw_plans, key=lambda q: -(raw_plans[q].records + out_plans[q].records))
+    ]
+    outcomes = _run(tasks, workers, progress_enabled(quiet), _label(raw_source))
+    outcomes.sort(key=lambda o: o.partition)
+    elapsed = time.monotonic() - started
+    merged = _merge(outcomes, raw_snap, out_snap, work_dir, elapsed)
+    why = misalignment(
+        {o.partition: o.raw_keys for o in outcomes},
+        {o.partition: o.output_keys for o in outcomes},
+        [o.event_ids for o in outcomes],
+    )
+    return merged, why
+
+
+class Unpaired(ConfigError):
+    """The two topics' partitions cannot be paired."""
+
+
+def _label(source: Source) -> str:
+    return source.topic if isinstance(source, KafkaSource) else "archive"
+
+
+def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> list[PartitionOutcome]:
+    with PartitionProgress(label, enabled=show) as progress:
+        if workers <= 1 or len(tasks) <= 1 or isinstance(tasks[0].raw_source, FileSource):
+            try:
+                return [recover_partition(t, progress) for t in tasks]
+            finally:
+                _close_readers()
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue() if progress.enabled else None
+        # a fresh process per partition: what one partition's frames left behind in the allocator is not
+        # carried into the next (peak memory is one partition's, not the sum of their fragments)
+        with ProcessPoolExecutor(
+            min(workers, len(tasks)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(queue,),
+            max_tasks_per_child=1,
+        ) as pool:
+            if queue is not None:
+                with progress.draining(queue):
+                    return [f.result() for f in [pool.submit(_worker, t) for t in tasks]]
+            return [f.result() for f in [pool.submit(_worker, t) for t in tasks]]
+
+
+def _merge(
+    outcomes: list[PartitionOutcome], raw_snap: Snapshot, out_snap: Snapshot, work_dir: Path, elapsed: float
+) -> PartitionedRecovery:
+    quality = DedupResult(
+        empty(EVENTS),
+        concat_or_empty([o.quality.duplicates for o in outcomes], DUPLICATES).sort("partition", "offset"),
+        concat_or_empty([o.quality.gaps for o in outcomes], GAPS),
+        concat_or_empty([o.quality.by_key for o in outcomes], KEY_STATS).sort("key"),
+        concat_or_empty([o.quality.by_partition for o in outcomes], PARTITION_STATS).sort("partition"),
+        sum(o.quality.counts()["events"] for o in outcomes),
+    )
+    raw = ReplayResult(raw_snap, {o.partition: o.raw_read for o in outcomes}, None, None, elapsed, kept=False)
+    outputs = ReplayResult(out_snap, {o.partition: o.outputs_read for o in outcomes}, None, None, elapsed, kept=False)
+    counts = [o.counts for o in outcomes if o.counts.height]
+    return PartitionedRecovery(
+        raw=raw,
+        outputs=outputs,
+        quality=quality,
+        quarantine=concat_or_empty([o.quarantine for o in outcomes], QUARANTINE),
+        outputs_quarantine=concat_or_empty([o.outputs_quarantine for o in outcomes], QUARANTINE),
+        records_in_range=sum(o.records_in_range for o in outcomes),
+        metrics_seen={m for o in outcomes for m in o.metrics_seen},
+        corrections=concat_or_empty([o.corrections for o in outcomes], CORRECTIONS),
+        counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
+        parts={name: [x for o in outcomes for x in o.parts[name]] for name in ("comparison", "truth", "originals")},
+        work_dir=work_dir,
+    )

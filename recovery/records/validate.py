@@ -1,0 +1,195 @@
+"""Validate raw records into events: valid ones to EVENTS, malformed ones to QUARANTINE with a reason.
+
+Validation is bulk first: values are decoded as JSON by polars in one pass and checked with column
+expressions. Only the rows that the bulk pass cannot vouch for (decode errors, suspicious types, failed
+checks) go through :func:`recovery.records.events.parse_event`, the live worker's per-record rules, which also
+name the reason. The bulk pass accepts a row only if those rules would, so the recovery and the live
+worker agree on what is malformed. A malformed record never stops a run: it is quarantined with its
+partition, offset and reason, and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from recovery.errors import DataError
+from recovery.frames import EVENTS, QUARANTINE, RECORDS, conform, empty
+from recovery.records.events import display_value, parse_event, reason_category
+from recovery.spec import FieldsSpec, PipelineSpec
+
+# canonical column -> kind of JSON value it must hold
+_KINDS: dict[str, str] = {
+    "event_id": "string",
+    "key": "string",
+    "seq": "int",
+    "ts": "int",
+    "price": "number",
+    "volume": "number",
+}
+
+
+def require_columns(frame: pl.DataFrame, schema: pl.Schema, what: str) -> None:
+    """:class:`DataError` naming the missing columns when ``frame`` is not a ``what`` frame."""
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"expected a {what} frame, it lacks column(s) {', '.join(missing)}",
+            hint=f"{what} columns: {', '.join(schema)} (see recovery.frames)",
+        )
+
+
+def _json_names(fields: FieldsSpec) -> dict[str, str]:
+    """canonical column -> JSON field name."""
+    return {canonical: name for name, canonical in fields.json_to_canonical().items()}
+
+
+def _struct_dtype(fields: FieldsSpec) -> pl.Struct:
+    names = _json_names(fields)
+    return pl.Struct({names[c]: EVENTS[c] for c in _KINDS})
+
+
+def _type_patterns(fields: FieldsSpec) -> dict[str, str]:
+    """Regexes proving each field holds a literal of the right JSON kind (polars' decoder coerces some)."""
+    names = _json_names(fields)
+    patterns = {}
+    for canonical, kind in _KINDS.items():
+        quoted = re.escape(json.dumps(names[canonical]))
+        if kind == "string":
+            patterns[canonical] = rf'{quoted}\s*:\s*"'
+        elif kind == "int":
+            patterns[canonical] = rf"{quoted}\s*:\s*-?\d+\s*[,}}]"
+        else:
+            patterns[canonical] = rf"{quoted}\s*:\s*-?\d"
+    return patterns
+
+
+# A flat JSON object of strings, numbers, booleans and nulls: what polars decodes without raising once
+# each field's literal has the right kind. Anything else (nesting, odd escapes, huge exponents) is
+# left to the per-record rules.
+_STR = r'"(?:[^"\\]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_NUM = r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d{1,2})?"
+_MEMBER = rf"{_STR}\s*:\s*(?:{_STR}|{_NUM}|true|false|null)"
+FLAT_OBJECT_RE = rf"^\s*\{{\s*{_MEMBER}(?:\s*,\s*{_MEMBER})*\s*\}}\s*$"
+
+
+def _bulk_decode(frame: pl.DataFrame, fields: FieldsSpec) -> pl.DataFrame:
+    """Decode the ``_text`` of every row at once (raises when some row is not decodable)."""
+    event = pl.col("_text").str.json_decode(_struct_dtype(fields)).struct.rename_fields([f"_{c}" for c in _KINDS])
+    return frame.with_columns(event.alias("_event")).unnest("_event")
+
+
+def _split_decodable(
+    frame: pl.DataFrame, decode: Callable[[pl.DataFrame], pl.DataFrame]
+) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """Decode ``frame`` in bulk; if that fails (rare: the gate lets only well-formed rows through),
+    bisect down to the rows that fail on their own. Returns the decoded chunks and the failing rows.
+    """
+    decoded: list[pl.DataFrame] = []
+    failed: list[pl.DataFrame] = []
+
+    def attempt(chunk: pl.DataFrame) -> None:
+        try:
+            decoded.append(decode(chunk))
+            return
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OverflowError):
+            pass
+        if chunk.height == 1:
+            failed.append(chunk)
+            return
+        half = (chunk.height + 1) // 2
+        attempt(chunk.slice(0, half))
+        attempt(chunk.slice(half))
+
+    if frame.height:
+        attempt(frame)
+    return decoded, (pl.concat(failed) if failed else frame.clear())
+
+
+def _with_text(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` plus ``_text``: the value as a string, null where it is null or not UTF-8."""
+    try:
+        return rows.with_columns(pl.col("value").cast(pl.String).alias("_text"))
+    except pl.exceptions.PolarsError:  # some value is not UTF-8: find which, one by one
+        texts = [_utf8_or_none(v) for v in rows.get_column("value").to_list()]
+        return rows.with_columns(pl.Series("_text", texts, dtype=pl.String))
+
+
+def _utf8_or_none(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split RECORDS into valid EVENTS and QUARANTINE (each in record order); never raises on bad data."""
+    fields = spec.fields if isinstance(spec, PipelineSpec) else spec
+    require_columns(records, RECORDS, "RECORDS")
+    if records.height == 0:
+        return empty(EVENTS), empty(QUARANTINE)
+    rows = _with_text(records.select(list(RECORDS)).with_row_index("_row"))
+    gate = pl.all_horizontal(
+        pl.col("_text").str.contains(FLAT_OBJECT_RE),
+        *[pl.col("_text").str.contains(p) for p in _type_patterns(fields).values()],
+    ).fill_null(False)
+    rows = rows.with_columns(gate.alias("_gate"))
+    decoded_chunks, undecodable = _split_decodable(rows.filter("_gate"), lambda f: _bulk_decode(f, fields))
+    suspects = [rows.filter(~pl.col("_gate")), undecodable]
+    valid_chunks = []
+    for chunk in decoded_chunks:
+        ok = pl.all_horizontal(
+            *[pl.col(f"_{c}").is_not_null() for c in _KINDS],
+            pl.col("_event_id").str.len_bytes() > 0,
+            pl.col("_key").str.len_bytes() > 0,
+            pl.col("_seq") >= 0,
+            pl.col("_ts") >= 0,
+            pl.col("_price").is_finite() & (pl.col("_price") >= 0),
+            pl.col("_volume").is_finite() & (pl.col("_volume") >= 0),
+        ).fill_null(False)
+        chunk = chunk.with_columns(ok.alias("_ok"))
+        valid_chunks.append(
+            chunk.filter("_ok").select(
+                "_row", "partition", "offset", "timestamp_ms", *[pl.col(f"_{c}").alias(c) for c in _KINDS]
+            )
+        )
+        suspects.append(chunk.filter(~pl.col("_ok")).select(rows.columns))
+    fallback = pl.concat([frame.select("_row", *RECORDS) for frame in suspects])
+    checked_events, quarantined = _check_rows(fallback, fields)
+    events = pl.concat([*valid_chunks, checked_events], how="vertical_relaxed").sort("_row")
+    quarantine = quarantined.sort("_row").drop("_row")
+    return conform(events, EVENTS), conform(quarantine, QUARANTINE)
+
+
+def _check_rows(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the per-record rules to the few rows the bulk pass could not accept."""
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for row in rows.iter_rows(named=True):
+        parsed = parse_event(row["value"], fields)
+        where = {k: row[k] for k in ("_row", "partition", "offset", "timestamp_ms")}
+        if isinstance(parsed, dict):
+            good.append({**where, **parsed})
+        else:
+            key = None if row["key"] is None else display_value(row["key"])
+            bad.append({**where, "key": key, "value": display_value(row["value"]), "reason": parsed})
+    good_schema = pl.Schema([("_row", pl.UInt32), *EVENTS.items()])
+    bad_schema = pl.Schema([("_row", pl.UInt32), *QUARANTINE.items()])
+    return pl.DataFrame(good, schema=good_schema), pl.DataFrame(bad, schema=bad_schema)
+
+
+def quarantine_counts(quarantine: pl.DataFrame, *, by_category: bool = True) -> dict[str, int]:
+    """Quarantined records per reason category (``missing field``, ``bad JSON``, ...) or per full reason."""
+    if quarantine.height == 0:
+        return {}
+    reason = pl.col("reason")
+    if by_category:
+        reason = reason.map_elements(reason_category, return_dtype=pl.String)
+    counts = quarantine.group_by(reason.alias("reason")).len().sort(["len", "reason"], descending=[True, False])
+    return {r: int(n) for r, n in counts.iter_rows()}

@@ -1,0 +1,613 @@
+"""Bounded replay of a topic (or its archive) for a time range or explicit offsets, parallel by partition.
+
+A replay snapshots the end offsets when it starts and never reads past them, so it is reproducible while
+producers keep writing. For a time range ``[from_ms, to_ms)`` each partition is read from the first record
+whose Kafka timestamp is ``>= from_ms - lookback_ms`` (time windows need one window plus grace before the
+range) to the first record whose timestamp is ``>= to_ms + slack_ms`` (late events carry a Kafka timestamp
+after their event time). Count-based windows (``sma``) need the last N-1 events of every key before the
+range: the replay steps back per partition in chunks until every key with events in the range has enough
+earlier events, or its history starts (seq 1), or the partition does.
+
+Partitions are read by ``workers`` processes, each returning polars frames or writing Parquet parts
+(``out_dir``: bounded memory). The per-record work is collecting bytes into lists; frames are built in bulk.
+The same planning and stepping run on archive files (:class:`~recovery.source.FileSource`), so a replay of
+an export selects exactly the records the Kafka replay did.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from kafka import TopicPartition
+
+from recovery.errors import ConfigError, DataError
+from recovery.frames import RECORDS, empty
+from recovery.kafka.clients import consumer, guarded
+from recovery.kafka.confluent import DEFAULT_CLIENT, check_client
+from recovery.kafka.topics import partitions_for
+from recovery.records.validate import validate
+from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
+from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink, reader_for
+from recovery.source import SIDECAR, FileSource, KafkaSource, Source
+from recovery.spec import FieldsSpec, PipelineSpec
+from recovery.timerange import format_ms
+
+DEFAULT_SLACK_MS = 5 * 60_000  # Kafka time read after `to`: events up to this late still count
+DEFAULT_BATCH_RECORDS = 200_000  # records per frame / Parquet part
+MIN_LOOKBACK_CHUNK = 1_000  # records per step back for sma lookback (at least)
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """What to read of one partition: ``[start, end)``, inside the log ``[log_start, log_end)`` seen at start."""
+
+    partition: int
+    log_start: int
+    log_end: int
+    start: int
+    end: int
+    floor_ms: int | None = None  # every record before ``start`` is stamped before this (None: unknown)
+
+    @property
+    def records(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A replay's plan: the source, the range and the offsets per partition snapshotted when it started."""
+
+    source: dict[str, Any]
+    from_ms: int | None
+    to_ms: int | None
+    lookback_ms: int
+    lookback_events: int
+    slack_ms: int
+    partitions: tuple[PartitionPlan, ...]
+
+    @property
+    def end_offsets(self) -> dict[int, int]:
+        return {p.partition: p.log_end for p in self.partitions}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["partitions"] = [asdict(p) for p in self.partitions]
+        return data
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """What a replay read of one partition (offsets after the sma lookback) and where it went."""
+
+    partition: int
+    start: int
+    end: int
+    records: int
+    first_offset: int | None
+    last_offset: int | None
+    seconds: float
+    parts: tuple[str, ...] = ()
+    floor_ms: int | None = None  # every record before ``start`` is stamped before this (None: unknown)
+    from_origin: bool = False  # the read started at offset 0: the partition's whole history was read
+
+    @property
+    def coverage(self) -> tuple[int | None, bool]:
+        """(floor_ms, from_origin): what the read vouches for, for seq gaps (``pipeline.dedup.Coverage``)."""
+        return self.floor_ms, self.from_origin
+
+
+@dataclass
+class ReplayResult:
+    """Records read (a RECORDS frame, or Parquet parts in ``out_dir``), the snapshot and the timing."""
+
+    snapshot: Snapshot
+    reads: dict[int, PartitionRead]
+    records: pl.DataFrame | None
+    out_dir: Path | None
+    elapsed_s: float
+    members: dict[str, Any] = field(default_factory=dict)
+    kept: bool = True  # False: the records were processed as they were read and not kept
+
+    @property
+    def count(self) -> int:
+        return sum(r.records for r in self.reads.values())
+
+    @property
+    def events_per_s(self) -> float:
+        return self.count / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def frame(self) -> pl.DataFrame:
+        """The RECORDS frame (read from the parts when the replay streamed to Parquet)."""
+        if not self.kept:
+            raise DataError(
+                "the records of this replay were processed partition by partition and not kept",
+                hint="replay the range again (recovery replay, or replay() with out_dir= for big ranges)",
+            )
+        if self.records is not None:
+            return self.records
+        parts = [p for r in self.reads.values() for p in r.parts]
+        return FileSource(parts).scan().collect() if parts else empty(RECORDS)
+
+    def offsets(self) -> dict[str, list[int]]:
+        """Per partition ``[first offset, last offset + 1, records]`` of what was read (for manifests)."""
+        return {
+            str(p): [r.first_offset, r.last_offset + 1, r.records]
+            for p, r in sorted(self.reads.items())
+            if r.first_offset is not None and r.last_offset is not None
+        }
+
+    def summary(self) -> str:
+        return f"{self.count:,} records from {len(self.reads)} partition(s) in {self.elapsed_s:.1f} s " + (
+            f"({self.events_per_s:,.0f} records/s)"
+        )
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    """Parameters every partition task shares."""
+
+    source: Source
+    from_ms: int | None
+    lookback_events: int
+    fields: FieldsSpec | None
+    out_dir: str | None
+    batch_records: int
+    label: str
+    client: str = DEFAULT_CLIENT
+    to_ms: int | None = None
+
+
+# ------------------------------------------------------------------------------------------- lookback
+
+
+class _LookbackNeed:
+    """The count-window lookback of one partition: which earlier events the keys of the range still need.
+
+    A key with events in the range needs the ``needed`` events that precede the range start in (event time,
+    seq) order. Among the records read, take the latest ``needed`` such events of each key; ``floor`` is
+    the earliest event time among them. Every copy of every event at or after ``floor`` has a Kafka
+    timestamp ``>= floor`` (a record is never stamped before its event happened), so once the read starts at
+    or before the first offset stamped ``>= floor`` nothing the keys need is left unread, whatever order the
+    events arrived in (a late or re-sent older event cannot stand in for a newer one that was not read).
+    A key with fewer than ``needed`` earlier events read needs more of the log, unless its first event
+    (seq 1) was read: then it has no earlier events.
+    """
+
+    def __init__(self, from_ms: int, to_ms: int | None, events_needed: int, fields: FieldsSpec) -> None:
+        self.from_ms = from_ms
+        self.to_ms = to_ms
+        self.needed = events_needed
+        self.fields = fields
+        self.keys: set[str] = set()
+        # per key, the latest ``needed`` distinct events before the range start (and the key's seq 1, if read)
+        self.before = pl.DataFrame(schema={"key": pl.String, "event_id": pl.String, "ts": pl.Int64, "seq": pl.Int64})
+        self.starts: set[str] = set()
+
+    def add(self, frame: pl.DataFrame, *, events: pl.DataFrame | None = None) -> None:
+        """Note the keys and earlier events of ``frame`` (``events``: its valid events, if already known)."""
+        if events is None:
+            events, _ = validate(frame, self.fields)
+        ts = pl.col("ts")
+        in_range = ts >= self.from_ms if self.to_ms is None else ts.is_between(self.from_ms, self.to_ms, closed="left")
+        self.keys.update(events.filter(in_range).get_column("key").unique().to_list())
+        earlier = events.filter(ts < self.from_ms).select("key", "event_id", "ts", "seq")
+        # a key whose seq 1 was read (before the range or in it) has no earlier events than those read
+        self.starts.update(events.filter(pl.col("seq") <= 1).get_column("key").unique().to_list())
+        latest = (
+            pl.concat([self.before, earlier])
+            .unique(["key", "event_id"], keep="first")
+            .sort("key", "ts", "seq", descending=[False, True, True])
+        )
+        self.before = latest.filter(pl.int_range(pl.len()).over("key") < self.needed)
+
+    def shortfall(self) -> tuple[bool, int | None]:
+        """(a key of the range has too few earlier events read, the event time the read must reach back to)."""
+        if not self.keys:
+            return False, None
+        wanted = self.before.filter(pl.col("key").is_in(pl.Series(sorted(self.keys), dtype=pl.String).implode()))
+        found = dict(wanted.group_by("key").len().iter_rows())
+        short = any(found.get(k, 0) < self.needed and k not in self.starts for k in self.keys)
+        floor = wanted.get_column("ts").min()
+        return short, None if floor is None else int(floor)  # type: ignore[arg-type]
+
+    def chunk(self, steps: int) -> int:
+        """Records to step back when keys are short of earlier events (doubling, so sparse keys take few steps)."""
+        return max(MIN_LOOKBACK_CHUNK, 2 * self.needed * len(self.keys)) << min(steps, 20)
+
+
+def run_partition(
+    reader: Reader,
+    plan: PartitionPlan,
+    job: PartitionJob,
+    sink: Sink,
+    progress: ProgressSink,
+) -> PartitionRead:
+    """Read ``plan``'s range, then read back until the count-window lookback is complete (a fixed point).
+
+    Time windows need nothing before the plan's start: a window inside the range holds events at or after
+    its start, stamped at or after it. Count windows need each key's earlier events, which may lie anywhere
+    before the start when they arrived late; see :class:`_LookbackNeed`.
+    """
+    started = time.monotonic()
+    p = plan.partition
+    need = (
+        _LookbackNeed(job.from_ms, job.to_ms, job.lookback_events, job.fields)
+        if job.lookback_events > 0 and job.from_ms is not None and job.fields is not None
+        else None
+    )
+    done, total = 0, plan.records
+    first: int | None = None
+    last: int | None = None
+    progress.update(p, 0, total)
+
+    def consume(start: int, end: int) -> None:
+        nonlocal done, first, last
+        for frame in reader.read(p, start, end, job.batch_records):
+            if frame.height == 0:
+                continue
+            events = sink.add(frame)
+            lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
+            first = lo if first is None else min(first, lo)
+            last = hi if last is None else max(last, hi)
+            if need is not None:
+                need.add(frame, events=events)
+            done += frame.height
+            progress.update(p, done, total)
+
+    consume(plan.start, plan.end)
+    start, floor, steps = plan.start, plan.floor_ms, 0
+    while need is not None and start > plan.log_start:
+        short, needed_from = need.shortfall()
+        earlier = start
+        if needed_from is not None and (floor is None or needed_from < floor):
+            at = reader.first_at(p, needed_from)
+            if at is not None and at < start:
+                earlier = max(plan.log_start, at)
+            floor = needed_from if floor is None else min(floor, needed_from)
+        if short:
+            earlier = min(earlier, max(plan.log_start, start - need.chunk(steps)))
+            steps += 1
+        if earlier >= start:
+            break
+        total += start - earlier
+        consume(earlier, start)
+        start = earlier
+    progress.update(p, done, done)
+    parts = tuple(sink.parts) if isinstance(sink, ParquetSink) else ()
+    return PartitionRead(
+        p,
+        start,
+        plan.end,
+        done,
+        first,
+        last,
+        round(time.monotonic() - started, 3),
+        parts,
+        floor_ms=floor,
+        from_origin=start == plan.log_start == 0,
+    )
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+def plan(
+    source: Source,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    offsets: Mapping[int, tuple[int | None, int | None]] | None = None,
+    lookback_ms: int = 0,
+    lookback_events: int = 0,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    partitions: Sequence[int] | None = None,
+) -> Snapshot:
+    """Snapshot the log's offsets and choose each partition's ``[start, end)`` (before the sma lookback)."""
+    if offsets is not None and (from_ms is not None or to_ms is not None):
+        raise ConfigError("give either a time range or explicit offsets, not both")
+    if lookback_ms < 0 or lookback_events < 0 or slack_ms < 0:
+        raise ConfigError("lookback_ms, lookback_events and slack_ms must be >= 0")
+    if isinstance(source, KafkaSource):
+        bounds = _kafka_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+    else:
+        bounds = _file_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+    plans = []
+    for p, (log_start, log_end, start, end) in sorted(bounds.items()):
+        if offsets is not None:
+            if p not in offsets:
+                continue
+            want_start, want_end = offsets[p]
+            start = log_start if want_start is None else want_start
+            end = log_end if want_end is None else want_end
+            if start < 0 or end < start:
+                raise ConfigError(f"offsets for partition {p} must satisfy 0 <= start <= end, got [{start}, {end})")
+        end = min(max(end, log_start), log_end)
+        start = min(max(start, log_start), end)
+        floor = from_ms - lookback_ms if from_ms is not None and offsets is None else None
+        plans.append(PartitionPlan(p, log_start, log_end, start, end, floor))
+    if offsets is not None:
+        unknown = sorted(set(offsets) - set(bounds))
+        if unknown:
+            raise ConfigError(f"partition(s) {unknown} not in {_label(source)}", hint=f"partitions: {sorted(bounds)}")
+    return Snapshot(source.to_dict(), from_ms, to_ms, lookback_ms, lookback_events, slack_ms, tuple(plans))
+
+
+def _kafka_bounds(
+    source: KafkaSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    slack_ms: int,
+    partitions: Sequence[int] | None,
+) -> dict[int, tuple[int, int, int, int]]:
+    settings, topic = source.settings, source.topic
+    existing = partitions_for(settings, topic)
+    chosen = _choose(existing, partitions, topic)
+    tps = [TopicPartition(topic, p) for p in chosen]
+    with consumer(settings, isolation_level=source.isolation_level) as c:
+        action = f"reading offsets of {topic}"
+        log_start = guarded(settings, action, lambda: c.beginning_offsets(tps))
+        log_end = guarded(settings, action, lambda: c.end_offsets(tps))
+
+        def first_at(ts_ms: int) -> dict[TopicPartition, int | None]:
+            found = guarded(settings, action, lambda: c.offsets_for_times({tp: max(0, ts_ms) for tp in tps}))
+            return {tp: (None if found.get(tp) is None else found[tp].offset) for tp in tps}
+
+        starts = first_at(from_ms - lookback_ms) if from_ms is not None else {tp: log_start[tp] for tp in tps}
+        ends = first_at(to_ms + slack_ms) if to_ms is not None else {tp: None for tp in tps}
+    bounds = {}
+    for tp in tps:
+        start = starts[tp]
+        end = ends[tp]
+        bounds[tp.partition] = (
+            log_start[tp],
+            log_end[tp],
+            log_end[tp] if start is None else start,
+            log_end[tp] if end is None else end,
+        )
+    return bounds
+
+
+def _file_bounds(
+    source: FileSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    slack_ms: int,
+    partitions: Sequence[int] | None,
+) -> dict[int, tuple[int, int, int, int]]:
+    ts, offset = pl.col("timestamp_ms"), pl.col("offset")
+    start = offset.filter(ts >= from_ms - lookback_ms).min() if from_ms is not None else offset.min()
+    end = offset.filter(ts >= to_ms + slack_ms).min() if to_ms is not None else pl.lit(None, dtype=pl.Int64)
+    stats = (
+        source.scan()
+        .group_by("partition")
+        .agg(
+            offset.min().alias("log_start"),
+            (offset.max() + 1).alias("log_end"),
+            start.alias("start"),
+            end.alias("end"),
+        )
+        .collect()
+    )
+    chosen = set(_choose(stats.get_column("partition").to_list(), partitions, source.describe()))
+    bounds = {}
+    for p, log_start, log_end, first, stop in stats.iter_rows():
+        if p in chosen:
+            bounds[p] = (log_start, log_end, log_end if first is None else first, log_end if stop is None else stop)
+    return bounds
+
+
+def _choose(existing: Sequence[int], wanted: Sequence[int] | None, where: str) -> list[int]:
+    if wanted is None:
+        return sorted(existing)
+    unknown = sorted(set(wanted) - set(existing))
+    if unknown:
+        raise ConfigError(f"partition(s) {unknown} not in {where}", hint=f"partitions: {sorted(existing)}")
+    return sorted(set(wanted))
+
+
+def _label(source: Source) -> str:
+    return source.topic if isinstance(source, KafkaSource) else "archive"
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+_QUEUE: Any = None
+_READERS: dict[Any, Reader] = {}
+
+
+def _init_worker(queue: Any) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _worker_task(job: PartitionJob, plan_: PartitionPlan) -> tuple[PartitionRead, pl.DataFrame | None]:
+    """Run one partition in a worker process (the reader is reused across the worker's tasks)."""
+    reader = _READERS.get((job.source, job.client))
+    if reader is None:
+        reader = _READERS[(job.source, job.client)] = reader_for(job.source, job.client)
+    sink: MemorySink | ParquetSink = ParquetSink(job.out_dir, job.label) if job.out_dir else MemorySink()
+    progress: ProgressSink = QueueProgress(_QUEUE) if _QUEUE is not None else NoProgress()
+    read = run_partition(reader, plan_, job, sink, progress)
+    return read, sink.frame()
+
+
+def _run_all(
+    job: PartitionJob, plans: Sequence[PartitionPlan], workers: int, progress: PartitionProgress
+) -> tuple[dict[int, PartitionRead], list[pl.DataFrame]]:
+    reads: dict[int, PartitionRead] = {}
+    frames: list[pl.DataFrame] = []
+    ordered = sorted(plans, key=lambda pl_: -pl_.records)  # biggest first balances the workers
+    if workers <= 1 or len(plans) <= 1 or isinstance(job.source, FileSource):
+        reader = reader_for(job.source, job.client)
+        try:
+            for plan_ in ordered:
+                sink: MemorySink | ParquetSink = ParquetSink(job.out_dir, job.label) if job.out_dir else MemorySink()
+                reads[plan_.partition] = run_partition(reader, plan_, job, sink, progress)
+                frame = sink.frame()
+                if frame is not None:
+                    frames.append(frame)
+        finally:
+            reader.close()
+        return reads, frames
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue() if progress.enabled else None
+    with (
+        ProcessPoolExecutor(
+            min(workers, len(plans)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+        ) as pool,
+        progress.draining(queue) if queue is not None else _nothing(),
+    ):
+        futures = [pool.submit(_worker_task, job, plan_) for plan_ in ordered]
+        for future in futures:
+            read, frame = future.result()
+            reads[read.partition] = read
+            if frame is not None:
+                frames.append(frame)
+    return reads, frames
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------- public API
+
+
+def lookbacks(
+    spec: PipelineSpec | None,
+    offsets: Mapping[int, tuple[int | None, int | None]] | None = None,
+    lookback_ms: int | None = None,
+    lookback_events: int | None = None,
+) -> tuple[int, int]:
+    """(lookback_ms, lookback_events) of a replay: as given, else the spec's; explicit offsets read as given."""
+    lb_ms = lookback_ms if lookback_ms is not None else (spec.lookback_ms if spec else 0)
+    lb_events = lookback_events if lookback_events is not None else (spec.lookback_events if spec else 0)
+    if lb_events and spec is None:
+        raise ConfigError("lookback_events needs the spec (to read keys and event times)", hint="pass spec=...")
+    return lb_ms, 0 if offsets is not None else lb_events
+
+
+def replay(
+    source: Source,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    offsets: Mapping[int, tuple[int | None, int | None]] | None = None,
+    spec: PipelineSpec | None = None,
+    lookback_ms: int | None = None,
+    lookback_events: int | None = None,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    partitions: Sequence[int] | None = None,
+    workers: int = 1,
+    out_dir: str | Path | None = None,
+    quiet: bool = False,
+    batch_records: int = DEFAULT_BATCH_RECORDS,
+    client: str = DEFAULT_CLIENT,
+) -> ReplayResult:
+    """Read ``source`` for ``[from_ms, to_ms)`` (Kafka time, plus lookback and slack) or explicit ``offsets``.
+
+    ``spec`` supplies the lookback (one window plus grace for time windows, N-1 events per key for sma)
+    unless ``lookback_ms`` / ``lookback_events`` are given. Returns a RECORDS frame (``records``), or writes
+    Parquet parts to ``out_dir`` when given (bounded memory), plus the snapshot for the manifest.
+    Consumer-group mode (several processes sharing the partitions) is :func:`recovery.replay.group.replay_group`.
+    ``client`` picks the Kafka client that reads (:mod:`recovery.kafka.confluent`: kafka-python or confluent).
+    """
+    check_client(client)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if batch_records < 1:
+        raise ConfigError(f"batch_records must be >= 1, got {batch_records}")
+    lb_ms, lb_events = lookbacks(spec, offsets, lookback_ms, lookback_events)
+    started = time.monotonic()
+    snapshot = plan(
+        source,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        offsets=offsets,
+        lookback_ms=lb_ms,
+        lookback_events=lb_events,
+        slack_ms=slack_ms,
+        partitions=partitions,
+    )
+    directory = prepare_out_dir(out_dir) if out_dir is not None else None
+    job = PartitionJob(
+        source,
+        from_ms,
+        lb_events,
+        spec.fields if spec else None,
+        str(directory) if directory else None,
+        batch_records,
+        _label(source),
+        client,
+        to_ms,
+    )
+    with PartitionProgress(_label(source), enabled=progress_enabled(quiet)) as progress:
+        reads, frames = _run_all(job, snapshot.partitions, workers, progress)
+    records = None
+    if directory is None:
+        # each frame is one partition in offset order: ordering the frames orders the records
+        frames = sorted((f for f in frames if f.height), key=lambda f: f.item(0, "partition"))
+        records = pl.concat(frames) if frames else empty(RECORDS)
+    result = ReplayResult(snapshot, dict(sorted(reads.items())), records, directory, time.monotonic() - started)
+    if directory is not None:
+        write_sidecar(directory, result)
+    return result
+
+
+def prepare_out_dir(out_dir: str | Path, *, shared: bool = False) -> Path:
+    """Create ``out_dir``; refuse one that already holds parts (unless ``shared`` by a consumer group)."""
+    directory = Path(out_dir)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{str(directory)!r} is not a directory", path=str(directory))
+    if not shared and directory.is_dir() and any(directory.glob("*.parquet")):
+        raise DataError(
+            f"{str(directory)!r} already holds Parquet parts",
+            path=str(directory),
+            hint="choose a new --out directory (parts of two replays must not mix)",
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def write_sidecar(directory: Path, result: ReplayResult, name: str = SIDECAR) -> None:
+    """Describe the replay next to its parts: source, range, snapshot, what each partition read."""
+    snap = result.snapshot
+    data = {
+        "snapshot": snap.to_dict(),
+        "range": {
+            "from": format_ms(snap.from_ms) if snap.from_ms is not None else None,
+            "to": format_ms(snap.to_ms) if snap.to_ms is not None else None,
+        },
+        "reads": {str(p): asdict(r) | {"parts": [Path(x).name for x in r.parts]} for p, r in result.reads.items()},
+        "records": result.count,
+        "elapsed_s": round(result.elapsed_s, 3),
+        **({"members": result.members} if result.members else {}),
+    }
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / name)
+
+
+def replay_range(
+    spec: PipelineSpec,
+    source: Source,
+    from_ms: int,
+    to_ms: int,
+    **options: Any,
+) -> ReplayResult:
+    """Replay the raw events of ``[from_ms, to_ms)`` with the spec's lookback (a shortcut for notebooks)."""
+    return replay(source, from_ms=from_ms, to_ms=to_ms, spec=spec, **options)

@@ -1,0 +1,1 @@
+"""The incident simulator: seeded ticks, injected faults, the incident file."""
