@@ -87,7 +87,7 @@ bench: bench-setup ## benchmarks on its own broker: prints a table, writes docs/
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 soak: setup ## many more differential cases, long fault trials (SIGKILLed publishes, broker restarts) on the real broker
-	RECOVERY_SOAK=1 $(BIN)/pytest tests/unit/test_differential.py $(PYTEST_ARGS)
+	RECOVERY_SOAK=1 $(BIN)/pytest tests/unit/pipeline/test_differential.py $(PYTEST_ARGS)
 	RECOVERY_SOAK=1 $(BIN)/pytest -m slow tests/integration $(PYTEST_ARGS)
 
 lab: setup ## open JupyterLab on notebooks/

@@ -36,9 +36,9 @@ from kafka.partitioner.default import murmur2
 from recovery import __version__
 from recovery.config import KafkaSettings
 from recovery.errors import ApprovalError, DataError, TopicError
+from recovery.fixes.approval import check_approved, load_approval
 from recovery.fixes.audit import audit_record, ensure_audit_topic, read_audit
 from recovery.fixes.fixset import FixSet, load_fixset
-from recovery.fixes.approval import check_approved, load_approval
 from recovery.frames import CORRECTIONS, RECORDS, conform
 from recovery.kafka.confluent import DEFAULT_CLIENT
 from recovery.kafka.producers import TxProducer, transactional_producer

@@ -14,7 +14,7 @@ from recovery.config import KafkaSettings
 from recovery.kafka.clients import producer
 from recovery.spec import PipelineSpec
 from tests.integration.engine_helpers import make_spec
-from tests.unit import differential as diff
+from tests.unit.pipeline import differential as diff
 
 pytestmark = pytest.mark.kafka
 

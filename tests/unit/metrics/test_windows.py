@@ -20,7 +20,7 @@ from recovery.metrics.windows import (
 )
 from recovery.spec import MetricSpec, PipelineSpec
 
-from .reference import starts_of
+from ..reference import starts_of
 
 HOP = MetricSpec(name="v", kind="vwap", window_ms=300, hop_ms=60, grace_ms=5)
 ODD = MetricSpec(name="o", kind="mean", window_ms=10, hop_ms=4)

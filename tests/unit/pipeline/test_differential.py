@@ -1,6 +1,6 @@
 """Differential tests: recovering a range of a generated incident gives what a plain per-event reference says.
 
-Each example is a small incident (tests/unit/differential.py): few or many keys, sparse and dense, on one to
+Each example is a small incident (tests/unit/pipeline/differential.py): few or many keys, sparse and dense, on one to
 three partitions (skewed or not), late records from seconds to a quarter of an hour, duplicates re-sent late,
 conflicting copies that may arrive first, drops (seq 1 and runs included), malformed records, a faulty live
 worker's outputs, and a range that starts and ends anywhere. The incident is written to archive files and

@@ -12,7 +12,7 @@ from recovery.cli import main
 from recovery.errors import ConfigError
 from recovery.notebook import runbook
 
-TINY = Path(__file__).resolve().parents[1] / "data" / "tiny_report.ipynb"
+TINY = Path(__file__).resolve().parents[2] / "data" / "tiny_report.ipynb"
 
 
 def test_parameters_are_read_like_a_signature() -> None:

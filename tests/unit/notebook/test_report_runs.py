@@ -16,7 +16,7 @@ from recovery.notebook import runbook
 
 pytestmark = pytest.mark.notebook
 
-TINY = Path(__file__).resolve().parents[1] / "data" / "tiny_report.ipynb"
+TINY = Path(__file__).resolve().parents[2] / "data" / "tiny_report.ipynb"
 TOKEN = "tok-8f3a9c2e-not-for-reports"
 
 

@@ -12,7 +12,7 @@ from tests.browser import Chromium, find_chromium
 
 pytestmark = pytest.mark.notebook
 
-TINY = Path(__file__).resolve().parents[1] / "data" / "tiny_report.ipynb"
+TINY = Path(__file__).resolve().parents[2] / "data" / "tiny_report.ipynb"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from recovery.metrics.recompute import recompute
 from recovery.metrics.windows import LiveState
 from recovery.spec import PipelineSpec
 
-from . import reference
+from .. import reference
 
 KEYS = ("A", "B", "C", "D")
 
