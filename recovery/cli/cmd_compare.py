@@ -11,8 +11,8 @@ import polars as pl
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
 from recovery.errors import DataError
 from recovery.frames import RESULTS, conform
-from recovery.pipeline.compare import compare, summarize
-from recovery.pipeline.recover import originals_for_range, truth_for_range
+from recovery.pipeline.compare import summarize
+from recovery.pipeline.steps import compare_range
 from recovery.spec import load_spec
 
 EPILOG = """\
@@ -45,34 +45,25 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rng = parse_range(args)
+    truth = None
     if args.truth:
         try:
             truth = conform(pl.read_parquet(args.truth), RESULTS)
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise DataError(f"cannot read truth {args.truth!r}: {exc}", path=args.truth) from None
-    else:
-        truth = truth_for_range(
-            spec,
-            rng.from_ms,
-            rng.to_ms,
-            source=args.source_raw,
-            workers=args.workers,
-            slack_ms=args.slack_ms,
-            quiet=args.quiet,
-            client=args.client,
-        ).results
-    originals, bad, outputs = originals_for_range(
+    comparison, originals, bad, outputs = compare_range(
         spec,
         rng.from_ms,
         rng.to_ms,
-        source=args.source_outputs,
+        truth=truth,
+        raw_source=args.source_raw,
+        outputs_source=args.source_outputs,
         workers=args.workers,
         slack_ms=args.slack_ms,
+        abs_tol=args.abs_tol,
+        rel_tol=args.rel_tol,
         quiet=args.quiet,
         client=args.client,
-    )
-    comparison = compare(
-        originals, truth, spec, from_ms=rng.from_ms, to_ms=rng.to_ms, abs_tol=args.abs_tol, rel_tol=args.rel_tol
     )
     print(f"outputs: {outputs.summary()}; {originals.height:,} results, {bad.height:,} unreadable")
     for line in summarize(comparison).lines():

@@ -8,7 +8,7 @@ from typing import Any
 from recovery.cli._common import add_range, add_replay_tuning, parse_range, spec_of
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
-from recovery.pipeline.recover import outputs_slack_ms
+from recovery.pipeline.steps import outputs_slack_ms
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, parse_range
-from recovery.pipeline.recover import truth_for_range
+from recovery.pipeline.steps import truth_for_range
 from recovery.spec import load_spec
 
 EPILOG = """\

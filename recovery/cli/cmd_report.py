@@ -67,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     folder = Path(args.out) / run.run_id
     print(f"{run.notebook}: {run.status} in {run.duration_s:.1f} s" + (f" ({run.error})" if run.error else ""))
     if run.html:
-        print(f"report: {folder / run.html} ({runbook._size(run.html_bytes)})")
+        print(f"report: {folder / run.html} ({runbook.human_size(run.html_bytes)})")
     if run.digest:
         print(f"digest: {run.digest}")
     if run.secrets_scrubbed:

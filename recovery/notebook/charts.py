@@ -9,11 +9,7 @@ enabled on import; statuses always have the same colours. :func:`save_chart` wri
 
 from __future__ import annotations
 
-import json
-import math
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -21,204 +17,54 @@ import polars as pl
 
 from recovery.errors import ConfigError, DataError
 from recovery.frames import STATUSES
-
-THEME = "recovery"
-FONT = "'Source Sans Pro', 'Segoe UI', Helvetica, Arial, sans-serif"
-WIDTH_PX = 640
-STATUS_COLORS: dict[str, str] = {
-    "ok": "#b8bcc2",
-    "missing": "#e8871e",
-    "wrong": "#d62839",
-    "duplicate": "#7b2cbf",
-    "extra": "#1d70b8",
-}
-SERIES_COLORS: dict[str, str] = {"corrected": "#1b4965", "original": "#e8871e"}
-CATEGORY_PALETTE = [
-    "#1b4965",
-    "#e8871e",
-    "#2a9d8f",
-    "#d62839",
-    "#7b2cbf",
-    "#8d6e63",
-    "#1d70b8",
-    "#c9a227",
-    "#5c677d",
-    "#43aa8b",
-    "#f28482",
-    "#6d597a",
-]
-# bucket sizes a reader recognises, smallest first
-NICE_BUCKETS_MS: tuple[int, ...] = (
-    1,
-    10,
-    100,
-    1_000,
-    5_000,
-    10_000,
-    30_000,
-    60_000,
-    300_000,
-    600_000,
-    900_000,
-    1_800_000,
-    3_600_000,
-    3 * 3_600_000,
-    6 * 3_600_000,
-    12 * 3_600_000,
-    86_400_000,
-    7 * 86_400_000,
+from recovery.notebook.chart_style import (
+    CATEGORY_PALETTE,
+    OTHER,
+    SERIES_COLORS,
+    STATUS_COLORS,
+    THEME,
+    WIDTH_PX,
+    bucket_ms_for,
+    bucket_of,
+    describe_bucket,
+    largest_group_size,
+    lump_groups,
+    message_chart,
+    nice_step,
+    non_ok_rows,
+    require_chart_columns,
+    save_chart,
+    spec_size_bytes,
+    status_color,
+    time_axis,
+    time_span_ms,
+    time_tooltip,
+    top_groups,
+    use_offline_renderer,
 )
-SAVE_FORMATS: tuple[str, ...] = (".html", ".json", ".png", ".svg")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-OTHER = "(other)"
 
-
-@alt.theme.register(THEME, enable=True)
-def house_theme() -> alt.theme.ThemeConfig:
-    """The project's one chart theme: quiet axes, readable fonts, fixed width, categorical palette."""
-    return {
-        "config": {
-            "font": FONT,
-            "background": "white",
-            "view": {"stroke": None, "continuousWidth": WIDTH_PX, "continuousHeight": 220},
-            "title": {"anchor": "start", "fontSize": 15, "fontWeight": 600, "subtitleColor": "#5c677d", "offset": 10},
-            "axis": {
-                "labelFontSize": 11,
-                "titleFontSize": 12,
-                "titleFontWeight": 500,
-                "gridColor": "#eceff3",
-                "domainColor": "#9aa1ab",
-                "tickColor": "#9aa1ab",
-            },
-            "legend": {"labelFontSize": 11, "titleFontSize": 12, "orient": "right"},
-            "header": {"labelFontSize": 12, "titleFontSize": 12, "labelFontWeight": 600},
-            "range": {"category": CATEGORY_PALETTE},
-            "line": {"strokeWidth": 1.6},
-            "point": {"size": 40, "filled": True},
-            "bar": {"binSpacing": 1},
-        }
-    }
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def bucket_ms_for(span_ms: int, max_buckets: int) -> int:
-    """The smallest readable bucket size (1 s, 5 s, 1 min, ...) that cuts ``span_ms`` into <= ``max_buckets``."""
-    if max_buckets < 1:
-        raise ConfigError(f"max_buckets must be >= 1, got {max_buckets}")
-    needed = max(1, math.ceil(max(span_ms, 1) / max_buckets))
-    for size in NICE_BUCKETS_MS:
-        if size >= needed:
-            return size
-    return math.ceil(needed / NICE_BUCKETS_MS[-1]) * NICE_BUCKETS_MS[-1]
-
-
-def describe_bucket(bucket_ms: int) -> str:
-    """A bucket size in words (``"1 min"``, ``"5 s"``)."""
-    for unit_ms, unit in ((86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")):
-        if bucket_ms >= unit_ms and bucket_ms % unit_ms == 0:
-            return f"{bucket_ms // unit_ms} {unit}"
-    return f"{bucket_ms} ms"
-
-
-def nice_step(raw: float) -> int:
-    """The smallest 1, 2 or 5 times a power of ten that is >= ``raw`` (at least 1): readable bin widths."""
-    if raw <= 1:
-        return 1
-    power = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if factor * power >= raw:
-            return int(factor * power)
-    return int(10 * power)  # pragma: no cover - the loop always returns
-
-
-def _span_ms(frame: pl.DataFrame, column: str) -> int:
-    if frame.is_empty():
-        return 0
-    low, high = frame.select(pl.col(column).min().alias("low"), pl.col(column).max().alias("high")).row(0)
-    return 0 if low is None or high is None else int(high) - int(low)
-
-
-def _largest_group(frame: pl.DataFrame, column: str) -> int:
-    """Rows of the biggest group of ``column`` (0 for an empty frame)."""
-    if frame.is_empty():
-        return 0
-    return int(frame.group_by(column).len().select(pl.col("len").max()).item())
-
-
-def _bucket(column: str, bucket_ms: int) -> pl.Expr:
-    return (pl.col(column) // bucket_ms) * bucket_ms
-
-
-def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{what} needs columns {', '.join(missing)}; got {', '.join(frame.columns) or 'none'}",
-            hint="pass a frame with the schema of recovery.frames",
-        )
-
-
-def _time_axis(field: str, span_ms: int, title: str = "time (UTC)", domain: Sequence[int] | None = None) -> alt.X:
-    """A UTC time axis with 24-hour labels whose precision suits the span."""
-    if span_ms <= 3 * 60_000:
-        label = "%H:%M:%S"
-    elif span_ms <= 86_400_000:
-        label = "%H:%M"
-    else:
-        label = "%b %d %H:%M"
-    # a utc scale formats labels in UTC (Vega-Lite 6 ignores formatType="utc")
-    axis = alt.Axis(labelAngle=0, format=label, labelOverlap=True)
-    scale = alt.Scale(type="utc", domain=list(domain)) if domain is not None else alt.Scale(type="utc")
-    return alt.X(f"{field}:T", title=title, scale=scale, axis=axis)
-
-
-def _time_tooltip(field: str, title: str) -> alt.Tooltip:
-    # a utc time unit formats in UTC whatever the reader's time zone
-    return alt.Tooltip(f"utcyearmonthdatehoursminutesseconds({field}):T", title=title, format=TIME_FORMAT)
-
-
-def _status_color(statuses: Sequence[str] | None = None) -> alt.Color:
-    domain = list(statuses) if statuses is not None else list(STATUSES)
-    return alt.Color(
-        "status:N",
-        title="status",
-        scale=alt.Scale(domain=domain, range=[STATUS_COLORS[s] for s in domain]),
-        sort=domain,
-    )
-
-
-def _top_groups(frame: pl.DataFrame, column: str, limit: int) -> list[Any]:
-    """The ``limit`` values of ``column`` with the most rows (ties by value)."""
-    counts = frame.group_by(column).agg(pl.len().alias("n")).sort(["n", column], descending=[True, False])
-    return counts[column].head(limit).to_list()
-
-
-def _lump(frame: pl.DataFrame, column: str, limit: int) -> tuple[pl.DataFrame, int]:
-    """Keep the ``limit`` biggest groups of ``column`` (as strings) and lump the rest into ``(other)``."""
-    top = _top_groups(frame, column, limit)
-    others = frame[column].n_unique() - len(top)
-    labelled = frame.with_columns(
-        pl.when(pl.col(column).is_in(top)).then(pl.col(column).cast(pl.String)).otherwise(pl.lit(OTHER)).alias(column)
-    )
-    return labelled, others
-
-
-def message_chart(text: str, title: str, subtitle: str | None = None) -> alt.Chart:
-    """A chart that only says ``text`` (used when there is nothing to draw, e.g. no discrepancies)."""
-    frame = pl.DataFrame({"text": [text]})
-    return (
-        alt.Chart(frame, title=alt.Title(title, subtitle=subtitle or ""))
-        .mark_text(fontSize=16, color="#2a9d8f", align="center", baseline="middle")
-        .encode(text="text:N")
-        .properties(width=WIDTH_PX, height=60)
-    )
-
-
-def _non_ok(comparison: pl.DataFrame) -> pl.DataFrame:
-    return comparison.filter(pl.col("status") != "ok")
-
+__all__ = [
+    "CATEGORY_PALETTE",
+    "OTHER",
+    "STATUS_COLORS",
+    "THEME",
+    "bucket_ms_for",
+    "class_counts",
+    "class_totals",
+    "discrepancy_heatmap",
+    "lateness_histogram",
+    "message_chart",
+    "nice_step",
+    "overlay",
+    "overlays",
+    "partition_throughput",
+    "quarantine_reasons",
+    "save_chart",
+    "spec_size_bytes",
+    "use_offline_renderer",
+    "volume_over_time",
+    "worst_keys",
+]
 
 # ---------------------------------------------------------------- comparison charts
 
@@ -261,7 +107,9 @@ def overlay(
     discrepancies of a key are grouped per bucket and status (the tooltip gives the count). ``statuses``
     fixes the marker legend (charts shown together must agree on it).
     """
-    _require(comparison, ["key", "metric", "window", "time_ms", "original", "corrected", "status"], "overlay")
+    require_chart_columns(
+        comparison, ["key", "metric", "window", "time_ms", "original", "corrected", "status"], "overlay"
+    )
     metric = metric or pick_metric(comparison)
     title = f"Original vs corrected: {metric}" if metric else "Original vs corrected"
     if metric is None:
@@ -275,11 +123,11 @@ def overlay(
     if rows.is_empty():
         return message_chart(f"No rows for keys {', '.join(chosen)}.", title)
 
-    longest = _largest_group(rows, "key")
-    bucket_ms = bucket_ms_for(_span_ms(rows, "time_ms"), max_points) if longest > max_points else 0
+    longest = largest_group_size(rows, "key")
+    bucket_ms = bucket_ms_for(time_span_ms(rows, "time_ms"), max_points) if longest > max_points else 0
     if bucket_ms:
         series = (
-            rows.group_by("key", _bucket("time_ms", bucket_ms).alias("t"))
+            rows.group_by("key", bucket_of("time_ms", bucket_ms).alias("t"))
             .agg(pl.col("original").mean(), pl.col("corrected").mean())
             .sort("key", "t")
         )
@@ -289,11 +137,11 @@ def overlay(
         pl.lit(None, dtype=pl.String).alias("status"), pl.lit(1, dtype=pl.Int64).alias("count")
     )
 
-    bad = _non_ok(rows).with_columns(pl.coalesce("original", "corrected").alias("value"))
-    per_key = _largest_group(bad, "key")
+    bad = non_ok_rows(rows).with_columns(pl.coalesce("original", "corrected").alias("value"))
+    per_key = largest_group_size(bad, "key")
     if per_key > max_markers:
-        marker_bucket = bucket_ms_for(_span_ms(rows, "time_ms"), max_markers)
-        markers = bad.group_by("key", "status", _bucket("time_ms", marker_bucket).alias("t")).agg(
+        marker_bucket = bucket_ms_for(time_span_ms(rows, "time_ms"), max_markers)
+        markers = bad.group_by("key", "status", bucket_of("time_ms", marker_bucket).alias("t")).agg(
             pl.col("value").mean(), pl.len().cast(pl.Int64).alias("count")
         )
     else:
@@ -341,7 +189,7 @@ def _overlay_panel(
     time_domain: tuple[int, int],
     domain: list[float] | None,
 ) -> alt.LayerChart | alt.FacetChart:
-    x = _time_axis("t", time_domain[1] - time_domain[0], domain=time_domain)
+    x = time_axis("t", time_domain[1] - time_domain[0], domain=time_domain)
     y_scale = alt.Scale(zero=False, domain=domain, clamp=True) if domain else alt.Scale(zero=False)
     base = alt.Chart(part).encode(x=x)
     line = (
@@ -357,7 +205,7 @@ def _overlay_panel(
             strokeDash=alt.StrokeDash(
                 "series:N", scale=alt.Scale(domain=["original", "corrected"], range=[[5, 3], [1, 0]]), legend=None
             ),
-            tooltip=[_time_tooltip("t", "time"), "series:N", alt.Tooltip("value:Q", format=".4f")],
+            tooltip=[time_tooltip("t", "time"), "series:N", alt.Tooltip("value:Q", format=".4f")],
         )
     )
     layers: list[alt.Chart] = [line]
@@ -374,7 +222,7 @@ def _overlay_panel(
                 ),
                 shape=alt.Shape("status:N", title="discrepancy", scale=alt.Scale(domain=present)),
                 tooltip=[
-                    _time_tooltip("t", "time"),
+                    time_tooltip("t", "time"),
                     "status:N",
                     alt.Tooltip("count:Q", title="results"),
                     alt.Tooltip("value:Q", format=".4f"),
@@ -387,7 +235,7 @@ def _overlay_panel(
 
 def overlays(comparison: pl.DataFrame, max_keys: int = 3, max_points: int = 300) -> alt.VConcatChart | alt.Chart:
     """One :func:`overlay` per metric (metrics with discrepancies first), stacked vertically."""
-    _require(comparison, ["metric", "status"], "overlays")
+    require_chart_columns(comparison, ["metric", "status"], "overlays")
     if comparison.is_empty():
         return message_chart("Nothing to compare: the comparison is empty.", "Original vs corrected")
     ranked = (
@@ -395,7 +243,7 @@ def overlays(comparison: pl.DataFrame, max_keys: int = 3, max_points: int = 300)
         .agg((pl.col("status") != "ok").sum().alias("bad"))
         .sort(["bad", "metric"], descending=[True, False])
     )
-    seen = set(_non_ok(comparison)["status"].unique().to_list())
+    seen = set(non_ok_rows(comparison)["status"].unique().to_list())
     statuses = [s for s in STATUSES if s in seen]
     panels = [
         overlay(comparison, metric=m, max_keys=max_keys, max_points=max_points, statuses=statuses)
@@ -406,15 +254,15 @@ def overlays(comparison: pl.DataFrame, max_keys: int = 3, max_points: int = 300)
 
 def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_buckets: int = 60) -> alt.Chart:
     """Discrepancies per key and time bucket (all metrics); keys beyond ``max_keys`` are lumped together."""
-    _require(comparison, ["key", "metric", "time_ms", "status"], "discrepancy_heatmap")
+    require_chart_columns(comparison, ["key", "metric", "time_ms", "status"], "discrepancy_heatmap")
     title = "Discrepancies by key and time"
-    bad = _non_ok(comparison)
+    bad = non_ok_rows(comparison)
     if bad.is_empty():
         return message_chart("All clear: no discrepancies.", title)
-    bucket_ms = bucket_ms_for(_span_ms(bad, "time_ms"), max_buckets)
-    bad, others = _lump(bad, "key", max_keys)
+    bucket_ms = bucket_ms_for(time_span_ms(bad, "time_ms"), max_buckets)
+    bad, others = lump_groups(bad, "key", max_keys)
     cells = (
-        bad.with_columns(_bucket("time_ms", bucket_ms).alias("t"))
+        bad.with_columns(bucket_of("time_ms", bucket_ms).alias("t"))
         .pivot(on="status", index=["key", "t"], values="time_ms", aggregate_function="len")
         .fill_null(0)
     )
@@ -422,7 +270,7 @@ def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_bucket
     cells = cells.with_columns(pl.sum_horizontal(statuses).alias("discrepancies")).with_columns(
         pl.col("t").alias("t_end") + bucket_ms
     )
-    order = [k for k in _top_groups(bad, "key", max_keys + 1)]
+    order = [k for k in top_groups(bad, "key", max_keys + 1)]
     subtitle = f"count of non-ok results per {describe_bucket(bucket_ms)}"
     if others:
         subtitle += f"; {others} more key(s) lumped into {OTHER}"
@@ -430,12 +278,11 @@ def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_bucket
         alt.Chart(cells, title=alt.Title(title, subtitle=subtitle))
         .mark_rect()
         .encode(
-            x=_time_axis("t", _span_ms(bad, "time_ms")),
+            x=time_axis("t", time_span_ms(bad, "time_ms")),
             x2="t_end:T",
             y=alt.Y("key:N", title="key", sort=order),
             color=alt.Color("discrepancies:Q", title="discrepancies", scale=alt.Scale(scheme="orangered", zero=True)),
-            tooltip=["key:N", _time_tooltip("t", "from"), "discrepancies:Q"]
-            + [alt.Tooltip(f"{s}:Q") for s in statuses],
+            tooltip=["key:N", time_tooltip("t", "from"), "discrepancies:Q"] + [alt.Tooltip(f"{s}:Q") for s in statuses],
         )
         .properties(width=WIDTH_PX, height=alt.Step(16))
     )
@@ -443,15 +290,15 @@ def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_bucket
 
 def class_counts(comparison: pl.DataFrame, max_buckets: int = 60, include_ok: bool = False) -> alt.Chart:
     """Results per discrepancy class over time (stacked bars per time bucket)."""
-    _require(comparison, ["time_ms", "status"], "class_counts")
+    require_chart_columns(comparison, ["time_ms", "status"], "class_counts")
     title = "Discrepancies by class over time"
-    rows = comparison if include_ok else _non_ok(comparison)
+    rows = comparison if include_ok else non_ok_rows(comparison)
     if rows.is_empty():
         return message_chart("All clear: no discrepancies.", title)
-    bucket_ms = bucket_ms_for(_span_ms(rows, "time_ms"), max_buckets)
+    bucket_ms = bucket_ms_for(time_span_ms(rows, "time_ms"), max_buckets)
     order = {status: i for i, status in enumerate(STATUSES)}
     counts = (
-        rows.group_by(_bucket("time_ms", bucket_ms).alias("t"), "status")
+        rows.group_by(bucket_of("time_ms", bucket_ms).alias("t"), "status")
         .agg(pl.len().cast(pl.Int64).alias("results"))
         .with_columns(pl.col("status").replace_strict(order, return_dtype=pl.Int64).alias("rank"))
         .sort("t", "rank")
@@ -465,12 +312,12 @@ def class_counts(comparison: pl.DataFrame, max_buckets: int = 60, include_ok: bo
         alt.Chart(counts, title=alt.Title(title, subtitle=f"results per {describe_bucket(bucket_ms)}"))
         .mark_rect()
         .encode(
-            x=_time_axis("t", _span_ms(rows, "time_ms")),
+            x=time_axis("t", time_span_ms(rows, "time_ms")),
             x2="t_end:T",
             y=alt.Y("bottom:Q", title="results"),
             y2="top:Q",
-            color=_status_color(present),
-            tooltip=[_time_tooltip("t", "from"), "status:N", "results:Q"],
+            color=status_color(present),
+            tooltip=[time_tooltip("t", "from"), "status:N", "results:Q"],
         )
         .properties(width=WIDTH_PX, height=200)
     )
@@ -478,7 +325,7 @@ def class_counts(comparison: pl.DataFrame, max_buckets: int = 60, include_ok: bo
 
 def class_totals(comparison: pl.DataFrame) -> alt.Chart:
     """Number of results per class and metric (horizontal bars)."""
-    _require(comparison, ["metric", "status"], "class_totals")
+    require_chart_columns(comparison, ["metric", "status"], "class_totals")
     title = "Results by class and metric"
     if comparison.is_empty():
         return message_chart("Nothing to compare: the comparison is empty.", title)
@@ -495,7 +342,7 @@ def class_totals(comparison: pl.DataFrame) -> alt.Chart:
         .encode(
             y=alt.Y("metric:N", title=None),
             x=alt.X("results:Q", title="results", stack="normalize", axis=alt.Axis(format="%")),
-            color=_status_color(present),
+            color=status_color(present),
             order=alt.Order("rank:Q"),
             tooltip=["metric:N", "status:N", "results:Q"],
         )
@@ -517,7 +364,7 @@ def lateness_histogram(
     if "lateness_ms" in frame.columns:
         values = frame.select(pl.col("lateness_ms").cast(pl.Int64))
     else:
-        _require(frame, ["timestamp_ms", "ts"], "lateness_histogram")
+        require_chart_columns(frame, ["timestamp_ms", "ts"], "lateness_histogram")
         values = frame.select((pl.col("timestamp_ms") - pl.col("ts")).alias("lateness_ms"))
     values = values.drop_nulls()
     if values.is_empty():
@@ -561,13 +408,13 @@ def lateness_histogram(
 
 def partition_throughput(frame: pl.DataFrame, max_buckets: int = 120, what: str = "events") -> alt.Chart:
     """Records per second per partition over time, by Kafka timestamp (EVENTS, RECORDS, OUTPUTS, ...)."""
-    _require(frame, ["partition", "timestamp_ms"], "partition_throughput")
+    require_chart_columns(frame, ["partition", "timestamp_ms"], "partition_throughput")
     title = f"Throughput per partition ({what}/s)"
     if frame.is_empty():
         return message_chart(f"No {what}.", title)
-    bucket_ms = bucket_ms_for(_span_ms(frame, "timestamp_ms"), max_buckets)
+    bucket_ms = bucket_ms_for(time_span_ms(frame, "timestamp_ms"), max_buckets)
     rates = (
-        frame.group_by("partition", _bucket("timestamp_ms", bucket_ms).alias("t"))
+        frame.group_by("partition", bucket_of("timestamp_ms", bucket_ms).alias("t"))
         .agg(pl.len().alias("n"))
         .with_columns((pl.col("n") * 1000.0 / bucket_ms).alias("rate"))
         .sort("partition", "t")
@@ -577,10 +424,10 @@ def partition_throughput(frame: pl.DataFrame, max_buckets: int = 120, what: str 
         alt.Chart(rates, title=alt.Title(title, subtitle=f"Kafka timestamp, per {describe_bucket(bucket_ms)}"))
         .mark_line(point=rates.height <= 60)
         .encode(
-            x=_time_axis("t", _span_ms(frame, "timestamp_ms"), "Kafka time (UTC)"),
+            x=time_axis("t", time_span_ms(frame, "timestamp_ms"), "Kafka time (UTC)"),
             y=alt.Y("rate:Q", title=f"{what}/s"),
             color=alt.Color("partition:N", title="partition"),
-            tooltip=["partition:N", _time_tooltip("t", "from"), alt.Tooltip("rate:Q", format=",.1f")],
+            tooltip=["partition:N", time_tooltip("t", "from"), alt.Tooltip("rate:Q", format=",.1f")],
         )
         .properties(width=WIDTH_PX, height=200)
     )
@@ -592,14 +439,14 @@ def volume_over_time(
     """Events per time bucket (event time) per partition or per key; small groups are lumped together."""
     if by not in ("partition", "key"):
         raise ConfigError(f"volume_over_time: by must be 'partition' or 'key', got {by!r}")
-    _require(events, [by, "ts"], "volume_over_time")
+    require_chart_columns(events, [by, "ts"], "volume_over_time")
     title = f"Events per {by} over time"
     if events.is_empty():
         return message_chart("No events.", title)
-    bucket_ms = bucket_ms_for(_span_ms(events, "ts"), max_buckets)
-    grouped, others = _lump(events.select(by, "ts"), by, max_series)
+    bucket_ms = bucket_ms_for(time_span_ms(events, "ts"), max_buckets)
+    grouped, others = lump_groups(events.select(by, "ts"), by, max_series)
     counts = (
-        grouped.group_by(by, _bucket("ts", bucket_ms).alias("t"))
+        grouped.group_by(by, bucket_of("ts", bucket_ms).alias("t"))
         .agg(pl.len().cast(pl.Int64).alias("events"))
         .sort(by, "t")
     )
@@ -610,10 +457,10 @@ def volume_over_time(
         alt.Chart(counts, title=alt.Title(title, subtitle=subtitle))
         .mark_area(opacity=0.85, interpolate="step-after")
         .encode(
-            x=_time_axis("t", _span_ms(events, "ts"), "event time (UTC)"),
+            x=time_axis("t", time_span_ms(events, "ts"), "event time (UTC)"),
             y=alt.Y("events:Q", title="events", stack="zero"),
             color=alt.Color(f"{by}:N", title=by),
-            tooltip=[f"{by}:N", _time_tooltip("t", "from"), "events:Q"],
+            tooltip=[f"{by}:N", time_tooltip("t", "from"), "events:Q"],
         )
         .properties(width=WIDTH_PX, height=200)
     )
@@ -621,13 +468,13 @@ def volume_over_time(
 
 def quarantine_reasons(quarantine: pl.DataFrame, max_reasons: int = 15) -> alt.Chart:
     """Quarantined (malformed) records per reason and partition."""
-    _require(quarantine, ["partition", "reason"], "quarantine_reasons")
+    require_chart_columns(quarantine, ["partition", "reason"], "quarantine_reasons")
     title = "Quarantined records by reason"
     if quarantine.is_empty():
         return message_chart("No malformed records.", title)
-    frame, _ = _lump(quarantine.select("partition", "reason"), "reason", max_reasons)
+    frame, _ = lump_groups(quarantine.select("partition", "reason"), "reason", max_reasons)
     counts = frame.group_by("reason", "partition").agg(pl.len().cast(pl.Int64).alias("records"))
-    order = _top_groups(frame, "reason", max_reasons + 1)
+    order = top_groups(frame, "reason", max_reasons + 1)
     return (
         alt.Chart(counts, title=alt.Title(title, subtitle=f"{quarantine.height:,} records"))
         .mark_bar()
@@ -639,92 +486,3 @@ def quarantine_reasons(quarantine: pl.DataFrame, max_reasons: int = 15) -> alt.C
         )
         .properties(width=WIDTH_PX - 200, height=alt.Step(20))
     )
-
-
-# ---------------------------------------------------------------- output
-
-
-def spec_size_bytes(chart: alt.TopLevelMixin) -> int:
-    """Size of the chart's Vega-Lite JSON (data included), in bytes."""
-    return len(json.dumps(chart.to_dict()).encode())
-
-
-def save_chart(chart: alt.TopLevelMixin, path: str | Path, scale_factor: float = 2.0) -> Path:
-    """Write ``chart`` to ``path``; the suffix picks the format.
-
-    ``.html`` is self-contained (the Vega scripts inline, opens offline), ``.png``/``.svg`` are static
-    images rendered by vl-convert, ``.json`` is the Vega-Lite spec.
-    """
-    target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in SAVE_FORMATS:
-        raise ConfigError(
-            f"cannot save a chart as {target.name!r}: unsupported suffix {suffix or '(none)'!r}",
-            hint=f"use one of {', '.join(SAVE_FORMATS)}",
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".html":
-        chart.save(str(target), format="html", inline=True)
-    elif suffix == ".png":
-        chart.save(str(target), format="png", scale_factor=scale_factor)
-    elif suffix == ".svg":
-        chart.save(str(target), format="svg")
-    else:
-        chart.save(str(target), format="json")
-    return target
-
-
-# ---------------------------------------------------------------- notebook rendering
-
-RENDERER = "recovery-offline"
-EMBED_OPTIONS: dict[str, Any] = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
-_bundle_sent = False
-
-
-def _vega_bundle() -> str:
-    import vl_convert
-    from altair.utils._importers import vl_version_for_vl_convert
-
-    return str(vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert()))  # type: ignore[call-arg]
-
-
-def _offline_renderer(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:
-    """Mimebundle for notebooks: the chart as HTML that draws itself without network access.
-
-    The Vega scripts (~0.9 MB) are sent once per kernel, with the first chart; later charts reuse them,
-    so an executed notebook and its HTML report carry one copy whatever the number of charts.
-    """
-    global _bundle_sent
-    div = f"rc-chart-{uuid.uuid4().hex[:12]}"
-    spec_json = json.dumps(spec).replace("</", "<\\/")
-    options = json.dumps(EMBED_OPTIONS)
-    parts = [f'<div class="recovery-chart" id="{div}"></div>']
-    if not _bundle_sent:
-        bundle = _vega_bundle().replace("</script", "<\\/script")
-        # wrapped in a function so a second copy (a rerun in JupyterLab) neither redeclares nor reloads it
-        parts.append(
-            f'<script type="text/javascript">if (!window.vegaEmbed) {{ (function() {{\n{bundle}\n}})(); }}</script>'
-        )
-        _bundle_sent = True
-    parts.append(
-        '<script type="text/javascript">(function() {'
-        f'var el = document.getElementById("{div}");'
-        "if (!window.vegaEmbed) { el.textContent = 'chart not drawn: the Vega scripts are missing "
-        "(run the notebook again to embed them)'; return; }"
-        f"window.vegaEmbed(el, {spec_json}, {options}).catch(function (e) {{ console.error(e); }});"
-        "})();</script>"
-    )
-    title = spec.get("title")
-    label = title.get("text") if isinstance(title, dict) else title
-    return {"text/html": "\n".join(parts), "text/plain": f"<chart: {label or 'untitled'}>"}
-
-
-alt.renderers.register(RENDERER, _offline_renderer)
-
-
-def use_offline_renderer() -> None:
-    """Draw charts in notebooks (and their HTML reports) with inline Vega scripts: no network needed."""
-    global _bundle_sent
-    _bundle_sent = False
-    alt.renderers.enable(RENDERER)
-    alt.theme.enable(THEME)

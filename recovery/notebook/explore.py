@@ -25,7 +25,7 @@ from recovery.frames import STATUSES
 from recovery.kafka.clients import admin, guarded
 from recovery.kafka.topics import offsets
 from recovery.pipeline.dedup import DedupResult, dedup
-from recovery.pipeline.recover import originals_for_range
+from recovery.pipeline.steps import originals_for_range
 from recovery.records.validate import quarantine_counts, validate
 from recovery.replay.bounded import ReplayResult, replay
 from recovery.sim.simulate import read_incident

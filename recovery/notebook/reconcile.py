@@ -23,7 +23,7 @@ from recovery.frames import CORRECTIONS, OUTPUTS, RESULTS, conform, empty
 from recovery.kafka.topics import list_topics, offsets
 from recovery.notebook.explore import Case, Text, resolve_path
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, ComparisonSummary, compare, summarize
-from recovery.pipeline.recover import originals_for_range, truth_for_range
+from recovery.pipeline.steps import originals_for_range, truth_for_range
 from recovery.records.validate import validate
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource

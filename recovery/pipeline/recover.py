@@ -2,15 +2,13 @@
 
 :func:`recover` is what ``recovery recover`` and the incident notebooks call. Every input is checked
 before anything is written, and the fix set is written atomically at the end, so a failing run leaves
-nothing behind. The steps are also available one by one (:func:`truth_for_range`,
-:func:`originals_for_range`) for ``recovery recompute`` / ``recovery compare`` and for notebooks.
+nothing behind. The steps one by one are in :mod:`recovery.pipeline.steps`.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
 from recovery.fixes.fixset import FixSet, corrections_from, fixset_from, status_counts, write_fixset
 from recovery.kafka.confluent import DEFAULT_CLIENT, check_client
-from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import (
     DEFAULT_ABS_TOL,
     DEFAULT_REL_TOL,
@@ -31,7 +28,6 @@ from recovery.pipeline.compare import (
     summarize,
     summarize_counts,
 )
-from recovery.pipeline.dedup import Coverage, DedupResult, dedup
 from recovery.pipeline.partitioned import (
     PartitionedRecovery,
     Unpaired,
@@ -40,166 +36,24 @@ from recovery.pipeline.partitioned import (
     recover_partitions,
     remove_when_unused,
 )
-from recovery.records.outputs import decode_outputs
-from recovery.records.validate import quarantine_counts, validate
-from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult, replay
-from recovery.source import FileSource, KafkaSource, Source
+from recovery.pipeline.steps import (
+    FrameOrLoader,
+    SourceLike,
+    Truth,
+    as_source,
+    check_metric_names,
+    check_raw_found,
+    checked_range,
+    originals_for_range,
+    outputs_slack_ms,
+    resolve,
+    truth_for_range,
+)
+from recovery.records.validate import quarantine_counts
+from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult
+from recovery.source import Source
 from recovery.spec import PipelineSpec
-from recovery.timerange import TimeRange, format_ms, now_ms, parse_time_ms
-
-SourceLike = Source | str | Path | Sequence[str | Path] | None
-
-
-def as_source(value: SourceLike, topic: str, settings: KafkaSettings | None) -> Source:
-    """A source from files/globs (an archive), an explicit source, or else the Kafka ``topic``."""
-    if isinstance(value, KafkaSource | FileSource):
-        return value
-    if value is None or (not isinstance(value, str | Path) and len(value) == 0):
-        return KafkaSource(topic, settings or KafkaSettings.from_env())
-    return FileSource(value)
-
-
-def checked_range(from_ms: int, to_ms: int, *, now: int | None = None) -> TimeRange:
-    """The range, refused when reversed, empty or starting in the future."""
-    rng = TimeRange(from_ms, to_ms)
-    current = now_ms() if now is None else now
-    if rng.from_ms > current:
-        raise ConfigError(
-            f"the range {rng} starts in the future (now is {format_ms(current)})",
-            hint="check the date and the time zone (times without a zone are UTC)",
-        )
-    return rng
-
-
-def outputs_slack_ms(spec: PipelineSpec, slack_ms: int) -> int:
-    """Kafka time to read of the output topic after the range: window results are published when the
-    window closes (up to a window plus grace after its start), and late events arrive up to ``slack_ms`` late.
-    """
-    return slack_ms + max((m.window_ms or 0) + m.grace_ms for m in spec.metrics)
-
-
-FrameOrLoader = pl.DataFrame | Callable[[], pl.DataFrame]
-
-
-def _resolve(value: FrameOrLoader) -> pl.DataFrame:
-    return value if isinstance(value, pl.DataFrame) else value()
-
-
-class Truth:
-    """Recomputed truth for a range and what it was computed from.
-
-    ``results`` may be given as a loader (a recovery partition by partition keeps them in Parquet parts);
-    it is called on first access.
-    """
-
-    def __init__(
-        self, results: FrameOrLoader, events: DedupResult, quarantine: pl.DataFrame, replay: ReplayResult
-    ) -> None:
-        self._results = results
-        self.events = events
-        self.quarantine = quarantine  # QUARANTINE of the raw records
-        self.replay = replay
-
-    @property
-    def results(self) -> pl.DataFrame:
-        """RESULTS of every metric in the range."""
-        self._results = _resolve(self._results)
-        return self._results
-
-
-def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source) -> None:
-    """:class:`DataError` when the replay read nothing, or nothing with a Kafka time inside the range."""
-    if records == 0 or in_range == 0:
-        raise DataError(
-            f"no raw events in {rng} on {source.describe()}",
-            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
-        )
-
-
-def truth_for_range(
-    spec: PipelineSpec,
-    from_ms: int,
-    to_ms: int,
-    *,
-    source: SourceLike = None,
-    settings: KafkaSettings | None = None,
-    workers: int = 1,
-    slack_ms: int = DEFAULT_SLACK_MS,
-    emulate_grace: bool = False,
-    quiet: bool = True,
-    client: str = DEFAULT_CLIENT,
-) -> Truth:
-    """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric."""
-    raw_source = as_source(source, spec.topics.raw, settings)
-    raw = replay(
-        raw_source,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        spec=spec,
-        slack_ms=slack_ms,
-        workers=workers,
-        quiet=quiet,
-        client=client,
-    )
-    records = raw.frame()
-    in_range = records.filter(pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")).height
-    check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
-    events, quarantine = validate(records, spec)
-    coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
-    quality = dedup(events, quarantine=quarantine, fields=spec.fields, coverage=coverage)
-    results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
-    return Truth(results, quality, quarantine, raw)
-
-
-def originals_for_range(
-    spec: PipelineSpec,
-    from_ms: int,
-    to_ms: int,
-    *,
-    source: SourceLike = None,
-    settings: KafkaSettings | None = None,
-    workers: int = 1,
-    slack_ms: int = DEFAULT_SLACK_MS,
-    quiet: bool = True,
-    client: str = DEFAULT_CLIENT,
-) -> tuple[pl.DataFrame, pl.DataFrame, ReplayResult]:
-    """(OUTPUTS, QUARANTINE, replay) of the results originally published for the range."""
-    out_source = as_source(source, spec.topics.output, settings)
-    outputs = replay(
-        out_source,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        lookback_ms=0,
-        lookback_events=0,
-        slack_ms=outputs_slack_ms(spec, slack_ms),
-        workers=workers,
-        quiet=quiet,
-        client=client,
-    )
-    originals, bad = decode_outputs(outputs.frame())
-    check_metric_names(spec, originals, out_source.describe())
-    return originals, bad, outputs
-
-
-def check_metric_names(spec: PipelineSpec, originals: pl.DataFrame | set[str], where: str) -> None:
-    """Refuse outputs whose metric names do not match the spec's: a spec metric without any output while the
-    outputs hold metrics the spec does not know is a misnamed metric, and would turn into a fix set that
-    re-publishes everything as missing. Outputs of other metrics next to a matching spec are fine (a subset).
-    ``originals``: the OUTPUTS frame, or the set of metric names it holds.
-    """
-    if isinstance(originals, pl.DataFrame):
-        found = set(originals.get_column("metric").unique().drop_nulls().to_list())
-    else:
-        found = set(originals)
-    known = {m.name for m in spec.metrics}
-    unknown, absent = sorted(found - known), sorted(known - found)
-    if unknown and absent:
-        raise ConfigError(
-            f"the outputs in {where} hold metrics the spec does not define ({', '.join(unknown[:5])}) and none of "
-            f"the spec's {', '.join(absent[:5])}",
-            hint="make the metric names in the spec match the live pipeline's (spec [[metrics]] name = ...)",
-        )
-
+from recovery.timerange import TimeRange, format_ms, parse_time_ms
 
 IN_MEMORY = "in-memory"
 BY_PARTITION = "by-partition"
@@ -207,6 +61,59 @@ AUTO = "auto"
 ENGINES: tuple[str, ...] = (AUTO, BY_PARTITION, IN_MEMORY)
 
 
+@dataclass(frozen=True)
+class RecoverOptions:
+    """How a recovery runs, checked when built (the keyword arguments of :func:`recover`)."""
+
+    workers: int = 1
+    slack_ms: int = DEFAULT_SLACK_MS
+    abs_tol: float = DEFAULT_ABS_TOL
+    rel_tol: float = DEFAULT_REL_TOL
+    emulate_grace: bool = False
+    quiet: bool = True
+    client: str = DEFAULT_CLIENT
+    engine: str = AUTO
+
+    def __post_init__(self) -> None:
+        check_tolerances(self.abs_tol, self.rel_tol)
+        check_engine(self.engine)
+        check_client(self.client)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.slack_ms < 0:
+            raise ConfigError(f"slack_ms must be >= 0, got {self.slack_ms}")
+
+    def replay_options(self, settings: KafkaSettings | None) -> dict[str, Any]:
+        """The keyword arguments of :func:`truth_for_range` / :func:`originals_for_range`."""
+        return {
+            "settings": settings,
+            "workers": self.workers,
+            "slack_ms": self.slack_ms,
+            "quiet": self.quiet,
+            "client": self.client,
+        }
+
+
+@dataclass
+class EngineResult:
+    """What an engine (in memory, or partition by partition) found, before the fix set is built."""
+
+    truth: Truth
+    originals: FrameOrLoader
+    originals_count: int
+    outputs_bad: pl.DataFrame  # QUARANTINE of the output records
+    outputs: ReplayResult
+    comparison: FrameOrLoader
+    review_comparison: pl.DataFrame | pl.LazyFrame
+    summary: ComparisonSummary
+    corrections: pl.DataFrame
+    counts: dict[str, int]
+    engine: str
+    notes: list[str] = field(default_factory=list)
+    owner: PartitionedRecovery | None = None  # keeps the Parquet parts of a per-partition recovery alive
+
+
+@dataclass
 class RecoveryReport:
     """Everything a recovery found, and the fix set it wrote.
 
@@ -214,54 +121,52 @@ class RecoveryReport:
     loaded on first access of ``comparison`` / ``originals`` / ``truth.results``) or ``in-memory``.
     """
 
-    def __init__(
-        self,
-        fixset: FixSet,
-        path: Path | None,
-        comparison: FrameOrLoader,
-        summary: ComparisonSummary,
-        truth: Truth,
-        originals: FrameOrLoader,
-        outputs_quarantine: pl.DataFrame,
-        outputs_replay: ReplayResult,
-        timings_s: dict[str, float] | None = None,
-        *,
-        engine: str = IN_MEMORY,
-        originals_count: int | None = None,
-        notes: list[str] | None = None,
-    ) -> None:
-        self.fixset = fixset
-        self.path = path
-        self._comparison = comparison
-        self.summary = summary
-        self.truth = truth
-        self._originals = originals
-        self.outputs_quarantine = outputs_quarantine
-        self.outputs_replay = outputs_replay
-        self.timings_s = timings_s or {}
-        self.engine = engine
-        self._originals_count = originals_count
-        self.notes = notes or []
-        self._owner: object | None = None  # what keeps the Parquet parts of a per-partition recovery alive
+    fixset: FixSet
+    path: Path | None
+    found: EngineResult
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def truth(self) -> Truth:
+        return self.found.truth
+
+    @property
+    def summary(self) -> ComparisonSummary:
+        return self.found.summary
+
+    @property
+    def engine(self) -> str:
+        return self.found.engine
+
+    @property
+    def notes(self) -> list[str]:
+        return self.found.notes
+
+    @property
+    def outputs_quarantine(self) -> pl.DataFrame:
+        """QUARANTINE of the output records that could not be decoded."""
+        return self.found.outputs_bad
+
+    @property
+    def outputs_replay(self) -> ReplayResult:
+        return self.found.outputs
 
     @property
     def comparison(self) -> pl.DataFrame:
         """COMPARISON of every (key, metric, window) in the range."""
-        self._comparison = _resolve(self._comparison)
-        return self._comparison
+        self.found.comparison = resolve(self.found.comparison)
+        return self.found.comparison
 
     @property
     def originals(self) -> pl.DataFrame:
         """OUTPUTS: the results originally published for the range."""
-        self._originals = _resolve(self._originals)
-        return self._originals
+        self.found.originals = resolve(self.found.originals)
+        return self.found.originals
 
     @property
     def originals_count(self) -> int:
         """Decoded original results (without loading them)."""
-        if self._originals_count is not None:
-            return self._originals_count
-        return self.originals.height
+        return self.found.originals_count
 
     def lines(self) -> list[str]:
         """The short summary ``recovery recover`` prints."""
@@ -306,60 +211,40 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-@dataclass
-class _Found:
-    """What either engine found, before the fix set is built."""
-
-    truth: Truth
-    originals: FrameOrLoader
-    originals_count: int
-    outputs_bad: pl.DataFrame
-    outputs: ReplayResult
-    comparison: FrameOrLoader
-    review_comparison: pl.DataFrame | pl.LazyFrame
-    summary: ComparisonSummary
-    corrections: pl.DataFrame
-    counts: dict[str, int]
-    engine: str
-    notes: list[str] = field(default_factory=list)
-    owner: PartitionedRecovery | None = None
-
-
 def _in_memory(
     spec: PipelineSpec,
     rng: TimeRange,
     raw: Source,
     out: Source,
-    options: dict[str, Any],
-    abs_tol: float,
-    rel_tol: float,
-) -> _Found:
-    timings = options.pop("timings")
+    settings: KafkaSettings | None,
+    opts: RecoverOptions,
+    timings: dict[str, float],
+) -> EngineResult:
     mark = time.monotonic()
-    truth = truth_for_range(spec, rng.from_ms, rng.to_ms, source=raw, **options)
+    replaying = opts.replay_options(settings)
+    truth = truth_for_range(spec, rng.from_ms, rng.to_ms, source=raw, emulate_grace=opts.emulate_grace, **replaying)
     timings["truth"] = time.monotonic() - mark
     mark = time.monotonic()
-    options.pop("emulate_grace")
-    originals, outputs_bad, outputs = originals_for_range(spec, rng.from_ms, rng.to_ms, source=out, **options)
+    originals, outputs_bad, outputs = originals_for_range(spec, rng.from_ms, rng.to_ms, source=out, **replaying)
     timings["originals"] = time.monotonic() - mark
     mark = time.monotonic()
     comparison = compare(
-        originals, truth.results, spec, from_ms=rng.from_ms, to_ms=rng.to_ms, abs_tol=abs_tol, rel_tol=rel_tol
+        originals, truth.results, spec, from_ms=rng.from_ms, to_ms=rng.to_ms, abs_tol=opts.abs_tol, rel_tol=opts.rel_tol
     )
     summary = summarize(comparison)
     timings["compare"] = time.monotonic() - mark
-    return _Found(
-        truth,
-        originals,
-        originals.height,
-        outputs_bad,
-        outputs,
-        comparison,
-        comparison,
-        summary,
-        corrections_from(comparison),
-        status_counts(comparison),
-        IN_MEMORY,
+    return EngineResult(
+        truth=truth,
+        originals=originals,
+        originals_count=originals.height,
+        outputs_bad=outputs_bad,
+        outputs=outputs,
+        comparison=comparison,
+        review_comparison=comparison,
+        summary=summary,
+        corrections=corrections_from(comparison),
+        counts=status_counts(comparison),
+        engine=IN_MEMORY,
     )
 
 
@@ -368,13 +253,11 @@ def _by_partition(
     rng: TimeRange,
     raw: Source,
     out: Source,
-    options: dict[str, Any],
-    abs_tol: float,
-    rel_tol: float,
+    opts: RecoverOptions,
+    timings: dict[str, float],
     work_dir: Path,
-) -> tuple[_Found | None, str | None]:
+) -> tuple[EngineResult | None, str | None]:
     """The per-partition recovery, or (None, why) when the topics are not partitioned alike by key."""
-    timings = options["timings"]
     mark = time.monotonic()
     try:
         found, why = recover_partitions(
@@ -383,15 +266,15 @@ def _by_partition(
             rng.to_ms,
             raw_source=raw,
             outputs_source=out,
-            outputs_slack_ms=outputs_slack_ms(spec, options["slack_ms"]),
+            outputs_slack_ms=outputs_slack_ms(spec, opts.slack_ms),
             work_dir=work_dir,
-            workers=options["workers"],
-            slack_ms=options["slack_ms"],
-            emulate_grace=options["emulate_grace"],
-            abs_tol=abs_tol,
-            rel_tol=rel_tol,
-            quiet=options["quiet"],
-            client=options["client"],
+            workers=opts.workers,
+            slack_ms=opts.slack_ms,
+            emulate_grace=opts.emulate_grace,
+            abs_tol=opts.abs_tol,
+            rel_tol=opts.rel_tol,
+            quiet=opts.quiet,
+            client=opts.client,
         )
     except Unpaired as exc:
         return None, str(exc)
@@ -407,18 +290,18 @@ def _by_partition(
     timings["merge"] = time.monotonic() - mark
     originals_count = sum(r.records for r in found.outputs.reads.values()) - found.outputs_quarantine.height
     return (
-        _Found(
-            truth,
-            found.loader("originals"),
-            originals_count,
-            found.outputs_quarantine,
-            found.outputs,
-            found.loader("comparison"),
-            found.lazy("comparison"),
-            summary,
-            found.corrections,
-            counts,
-            BY_PARTITION,
+        EngineResult(
+            truth=truth,
+            originals=found.loader("originals"),
+            originals_count=originals_count,
+            outputs_bad=found.outputs_quarantine,
+            outputs=found.outputs,
+            comparison=found.loader("comparison"),
+            review_comparison=found.lazy("comparison"),
+            summary=summary,
+            corrections=found.corrections,
+            counts=counts,
+            engine=BY_PARTITION,
             owner=found,
         ),
         None,
@@ -454,13 +337,7 @@ def recover(
     ``by-partition`` refuses that fallback. Both give the same fix set and digest.
     """
     rng = checked_range(parse_time_ms(from_ms, name="from"), parse_time_ms(to_ms, name="to"), now=now)
-    check_tolerances(abs_tol, rel_tol)
-    check_engine(engine)
-    check_client(client)
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if slack_ms < 0:
-        raise ConfigError(f"slack_ms must be >= 0, got {slack_ms}")
+    opts = RecoverOptions(workers, slack_ms, abs_tol, rel_tol, emulate_grace, quiet, client, engine)
     if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:
         raise DataError(
             f"{str(out_dir)!r} already exists and is not empty",
@@ -472,21 +349,12 @@ def recover(
     started = time.monotonic()
     raw = as_source(raw_source, spec.topics.raw, settings)
     out = as_source(outputs_source, spec.topics.output, settings)
-    options: dict[str, Any] = {
-        "settings": settings,
-        "workers": workers,
-        "slack_ms": slack_ms,
-        "emulate_grace": emulate_grace,
-        "quiet": quiet,
-        "client": client,
-        "timings": timings,
-    }
-    found: _Found | None = None
+    found: EngineResult | None = None
     notes: list[str] = []
     if engine != IN_MEMORY and can_partition(raw, out):
         work_dir = new_work_dir(Path(out_dir) if out_dir is not None else None)
         try:
-            found, why = _by_partition(spec, rng, raw, out, options, abs_tol, rel_tol, work_dir)
+            found, why = _by_partition(spec, rng, raw, out, opts, timings, work_dir)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
@@ -507,7 +375,7 @@ def recover(
             hint="export both (recovery export) or read both from Kafka, or use --engine in-memory",
         )
     if found is None:
-        found = _in_memory(spec, rng, raw, out, dict(options), abs_tol, rel_tol)
+        found = _in_memory(spec, rng, raw, out, settings, opts, timings)
     found.notes[:0] = notes
     truth, outputs = found.truth, found.outputs
     quality: dict[str, Any] = {
@@ -566,20 +434,4 @@ def recover(
         fixset = FixSet(fixset.corrections, fixset.content, fixset.digest, fixset.provenance, path)
         timings["write"] = time.monotonic() - mark
     timings["total"] = time.monotonic() - started
-    report = RecoveryReport(
-        fixset,
-        path,
-        found.comparison,
-        found.summary,
-        truth,
-        found.originals,
-        found.outputs_bad,
-        outputs,
-        timings,
-        engine=found.engine,
-        originals_count=found.originals_count,
-        notes=found.notes,
-    )
-    if found.owner is not None:
-        report._owner = found.owner  # keeps the parts (and their work dir) alive as long as the report
-    return report
+    return RecoveryReport(fixset=fixset, path=path, found=found, timings_s=timings)

@@ -7,8 +7,10 @@ what the output topic must show for it.
 
 The prediction is exact: the live worker is deterministic in bounded mode, and
 :func:`recovery.live.worker.emulate_live` replays it in memory with the same hooks. Comparing that emulation with
-truth (the recompute of the valid, deduplicated events) gives the expected discrepancy of every
-(key, metric, window) in the recommended recovery range, overall and for each fault on its own.
+truth gives the expected discrepancy of every (key, metric, window) in the recommended recovery range, overall
+and for each fault on its own. Truth and the comparison come from the simulator's own per-event reference
+(:mod:`recovery.sim.oracle`), never from the recompute and compare that recovery runs: the incident file is
+the ground truth those are tested against.
 Everything in the incident except its ``run`` section (wall-clock figures, consumer group, output offsets)
 is a function of the parameters and the topics' start offsets: the same seed gives the same file.
 """
@@ -36,13 +38,12 @@ from kafka.structs import OffsetAndMetadata
 
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
-from recovery.frames import OUTPUTS, RECORDS, conform
+from recovery.frames import RECORDS
 from recovery.kafka.clients import consumer, guarded, producer
 from recovery.kafka.topics import delete_topics, ensure_topic, list_topics, offsets, partitions_for
 from recovery.live.hooks import BugHook, CrashHook
 from recovery.live.worker import LiveStats, emulate_live
-from recovery.metrics.recompute import recompute
-from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, compare
+from recovery.sim.oracle import ABS_TOL, REL_TOL, Prediction, predict_discrepancies
 from recovery.sim.ticks import (
     STREAM_FAULTS,
     Fault,
@@ -74,18 +75,6 @@ def _quiet(_: str) -> None:
 # Predictions (no Kafka)
 
 
-def as_outputs(results: pl.DataFrame) -> pl.DataFrame:
-    """OUTPUTS for emulated LIVE_RESULTS: publish order as offsets (one key lives on one output partition)."""
-    return conform(
-        results.with_columns(
-            pl.lit(0, pl.Int32).alias("partition"),
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("offset"),
-            pl.col("time_ms").alias("timestamp_ms"),
-        ),
-        OUTPUTS,
-    )
-
-
 def recovery_range(events: pl.DataFrame, spec: PipelineSpec) -> tuple[int, int]:
     """[from_ms, to_ms) covering every result, without windows still open at the end of the stream.
 
@@ -113,23 +102,12 @@ def predict(
     bugs: Sequence[BugHook],
     from_ms: int,
     to_ms: int,
-) -> tuple[pl.DataFrame, LiveStats, pl.DataFrame]:
-    """(emulated LIVE_RESULTS, worker counters, COMPARISON with truth) for a built stream and its hooks."""
+) -> tuple[pl.DataFrame, LiveStats, Prediction]:
+    """(emulated LIVE_RESULTS in publish order, worker counters, the reference's classes) for a built stream
+    and its hooks."""
     parsed = parsed_records(records, ticks, spec)
     published, stats = emulate_live(records.select(RECORDS.names()), spec, crashes=crashes, bugs=bugs, parsed=parsed)
-    truth = recompute(first_by_offset(parsed[0]), spec, from_ms=from_ms, to_ms=to_ms)
-    comparison = compare(as_outputs(published), truth, spec, from_ms=from_ms, to_ms=to_ms)
-    return published, stats, comparison
-
-
-def _discrepancies(comparison: pl.DataFrame) -> list[list[Any]]:
-    rows = comparison.filter(pl.col("status") != "ok").sort("metric", "key", "window")
-    return [list(r) for r in rows.select("key", "metric", "window", "status", "copies", "conflicting").rows()]
-
-
-def _status_counts(comparison: pl.DataFrame) -> dict[str, int]:
-    counts = dict(comparison.group_by("status").len().sort("status").rows())
-    return {s: int(counts.get(s, 0)) for s in ("ok", "missing", "wrong", "duplicate", "extra")}
+    return published, stats, predict_discrepancies(parsed[0], published, spec, from_ms, to_ms)
 
 
 def discrepancy_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
@@ -441,7 +419,7 @@ def simulate(
         from_ms, to_ms = recovery_range(first_by_offset(events_all), spec)
         incident["recovery_range"] = {"from_ms": from_ms, "to_ms": to_ms}
         progress("predicting the live worker's outputs ...")
-        published, stats, comparison = predict(
+        published, stats, overall = predict(
             records, ticks, spec, crashes=hooks, bugs=list(bugs.values()), from_ms=from_ms, to_ms=to_ms
         )
         base = build_records(ticks, StreamFaults(), spec, partitions, start_offsets)
@@ -459,16 +437,16 @@ def simulate(
                 from_ms=from_ms,
                 to_ms=to_ms,
             )
-            entry["predicted"] = {"counts": _status_counts(alone), "results": _discrepancies(alone)}
+            entry["predicted"] = {"counts": alone.counts, "results": alone.results}
         live_stats = stats.to_dict()
         for name in ("worker", "commits", "seconds", "events_per_s", "partitions"):
             live_stats.pop(name, None)
         incident["predicted"] = {
-            "tolerance": {"abs": DEFAULT_ABS_TOL, "rel": DEFAULT_REL_TOL},
+            "tolerance": {"abs": ABS_TOL, "rel": REL_TOL},
             "outputs": published.height,
             "live": live_stats,
-            "counts": _status_counts(comparison),
-            "results": _discrepancies(comparison),
+            "counts": overall.counts,
+            "results": overall.results,
         }
         timings["predict_s"] = time.monotonic() - clock
         group = f"recovery-sim-{uuid.uuid4().hex[:12]}"

@@ -13,7 +13,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from recovery.config import KafkaSettings
-from recovery.pipeline.recover import truth_for_range
+from recovery.pipeline.steps import truth_for_range
 from tests.integration.engine_helpers import BASE_MS, make_spec, produce, ticks
 
 N = 600

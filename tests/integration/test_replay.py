@@ -20,7 +20,8 @@ from recovery.frames import RECORDS
 from recovery.kafka.clients import consumer, producer
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.dedup import dedup
-from recovery.pipeline.recover import recover, truth_for_range
+from recovery.pipeline.recover import recover
+from recovery.pipeline.steps import truth_for_range
 from recovery.records.validate import validate
 from recovery.replay.bounded import replay
 from recovery.source import FileSource, KafkaSource

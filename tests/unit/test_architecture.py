@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "fixes": {BASE, "records", "kafka", "replay"},
     "pipeline": {BASE, "metrics", "records", "kafka", "replay", "fixes"},
     "live": {BASE, "metrics", "records", "kafka"},
-    "sim": {BASE, "metrics", "records", "kafka", "live", "pipeline"},
+    "sim": {BASE, "records", "kafka", "live"},
     "notebook": {BASE, "metrics", "records", "kafka", "replay", "fixes", "pipeline", "live", "sim"},
     "cli": {BASE, "metrics", "records", "kafka", "replay", "fixes", "pipeline", "live", "sim", "notebook"},
 }

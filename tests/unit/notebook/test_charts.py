@@ -13,7 +13,7 @@ import pytest
 
 from recovery import frames
 from recovery.errors import ConfigError, DataError
-from recovery.notebook import charts
+from recovery.notebook import chart_style, charts
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -277,7 +277,7 @@ def test_save_chart_lists_the_supported_suffixes(tmp_path: Path) -> None:
 
 
 def test_offline_renderer_embeds_the_scripts_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(charts, "_vega_bundle", lambda: "window.vegaEmbed=function(){};</script>")
+    monkeypatch.setattr(chart_style, "_vega_bundle", lambda: "window.vegaEmbed=function(){};</script>")
     previous = alt.renderers.active
     try:
         charts.use_offline_renderer()

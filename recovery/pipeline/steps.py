@@ -1,0 +1,216 @@
+"""The steps of a recovery one range at a time: truth for a range, the originals published for it, and their
+comparison. ``recovery recompute`` and ``recovery compare`` call these; :func:`recovery.pipeline.recover.recover`
+runs them all (or their per-partition form) and writes the fix set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recovery.config import KafkaSettings
+from recovery.errors import ConfigError, DataError
+from recovery.kafka.confluent import DEFAULT_CLIENT
+from recovery.metrics.recompute import recompute
+from recovery.pipeline.compare import (
+    DEFAULT_ABS_TOL,
+    DEFAULT_REL_TOL,
+    check_tolerances,
+    compare,
+)
+from recovery.pipeline.dedup import Coverage, DedupResult, dedup
+from recovery.records.outputs import decode_outputs
+from recovery.records.validate import validate
+from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult, replay
+from recovery.source import FileSource, KafkaSource, Source
+from recovery.spec import PipelineSpec
+from recovery.timerange import TimeRange, format_ms, now_ms
+
+SourceLike = Source | str | Path | Sequence[str | Path] | None
+
+
+def as_source(value: SourceLike, topic: str, settings: KafkaSettings | None) -> Source:
+    """A source from files/globs (an archive), an explicit source, or else the Kafka ``topic``."""
+    if isinstance(value, KafkaSource | FileSource):
+        return value
+    if value is None or (not isinstance(value, str | Path) and len(value) == 0):
+        return KafkaSource(topic, settings or KafkaSettings.from_env())
+    return FileSource(value)
+
+
+def checked_range(from_ms: int, to_ms: int, *, now: int | None = None) -> TimeRange:
+    """The range, refused when reversed, empty or starting in the future."""
+    rng = TimeRange(from_ms, to_ms)
+    current = now_ms() if now is None else now
+    if rng.from_ms > current:
+        raise ConfigError(
+            f"the range {rng} starts in the future (now is {format_ms(current)})",
+            hint="check the date and the time zone (times without a zone are UTC)",
+        )
+    return rng
+
+
+def outputs_slack_ms(spec: PipelineSpec, slack_ms: int) -> int:
+    """Kafka time to read of the output topic after the range: window results are published when the
+    window closes (up to a window plus grace after its start), and late events arrive up to ``slack_ms`` late.
+    """
+    return slack_ms + max((m.window_ms or 0) + m.grace_ms for m in spec.metrics)
+
+
+FrameOrLoader = pl.DataFrame | Callable[[], pl.DataFrame]
+
+
+def resolve(value: FrameOrLoader) -> pl.DataFrame:
+    return value if isinstance(value, pl.DataFrame) else value()
+
+
+class Truth:
+    """Recomputed truth for a range and what it was computed from.
+
+    ``results`` may be given as a loader (a recovery partition by partition keeps them in Parquet parts);
+    it is called on first access.
+    """
+
+    def __init__(
+        self, results: FrameOrLoader, events: DedupResult, quarantine: pl.DataFrame, replay: ReplayResult
+    ) -> None:
+        self._results = results
+        self.events = events
+        self.quarantine = quarantine  # QUARANTINE of the raw records
+        self.replay = replay
+
+    @property
+    def results(self) -> pl.DataFrame:
+        """RESULTS of every metric in the range."""
+        self._results = resolve(self._results)
+        return self._results
+
+
+def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source) -> None:
+    """:class:`DataError` when the replay read nothing, or nothing with a Kafka time inside the range."""
+    if records == 0 or in_range == 0:
+        raise DataError(
+            f"no raw events in {rng} on {source.describe()}",
+            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
+        )
+
+
+def truth_for_range(
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    *,
+    source: SourceLike = None,
+    settings: KafkaSettings | None = None,
+    workers: int = 1,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    emulate_grace: bool = False,
+    quiet: bool = True,
+    client: str = DEFAULT_CLIENT,
+) -> Truth:
+    """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric."""
+    raw_source = as_source(source, spec.topics.raw, settings)
+    raw = replay(
+        raw_source,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        spec=spec,
+        slack_ms=slack_ms,
+        workers=workers,
+        quiet=quiet,
+        client=client,
+    )
+    records = raw.frame()
+    in_range = records.filter(pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")).height
+    check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
+    events, quarantine = validate(records, spec)
+    coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
+    quality = dedup(events, quarantine=quarantine, fields=spec.fields, coverage=coverage)
+    results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
+    return Truth(results, quality, quarantine, raw)
+
+
+def originals_for_range(
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    *,
+    source: SourceLike = None,
+    settings: KafkaSettings | None = None,
+    workers: int = 1,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    quiet: bool = True,
+    client: str = DEFAULT_CLIENT,
+) -> tuple[pl.DataFrame, pl.DataFrame, ReplayResult]:
+    """(OUTPUTS, QUARANTINE, replay) of the results originally published for the range."""
+    out_source = as_source(source, spec.topics.output, settings)
+    outputs = replay(
+        out_source,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        lookback_ms=0,
+        lookback_events=0,
+        slack_ms=outputs_slack_ms(spec, slack_ms),
+        workers=workers,
+        quiet=quiet,
+        client=client,
+    )
+    originals, bad = decode_outputs(outputs.frame())
+    check_metric_names(spec, originals, out_source.describe())
+    return originals, bad, outputs
+
+
+def check_metric_names(spec: PipelineSpec, originals: pl.DataFrame | set[str], where: str) -> None:
+    """Refuse outputs whose metric names do not match the spec's: a spec metric without any output while the
+    outputs hold metrics the spec does not know is a misnamed metric, and would turn into a fix set that
+    re-publishes everything as missing. Outputs of other metrics next to a matching spec are fine (a subset).
+    ``originals``: the OUTPUTS frame, or the set of metric names it holds.
+    """
+    if isinstance(originals, pl.DataFrame):
+        found = set(originals.get_column("metric").unique().drop_nulls().to_list())
+    else:
+        found = set(originals)
+    known = {m.name for m in spec.metrics}
+    unknown, absent = sorted(found - known), sorted(known - found)
+    if unknown and absent:
+        raise ConfigError(
+            f"the outputs in {where} hold metrics the spec does not define ({', '.join(unknown[:5])}) and none of "
+            f"the spec's {', '.join(absent[:5])}",
+            hint="make the metric names in the spec match the live pipeline's (spec [[metrics]] name = ...)",
+        )
+
+
+def compare_range(
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    *,
+    truth: pl.DataFrame | None = None,
+    raw_source: SourceLike = None,
+    outputs_source: SourceLike = None,
+    settings: KafkaSettings | None = None,
+    workers: int = 1,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    abs_tol: float = DEFAULT_ABS_TOL,
+    rel_tol: float = DEFAULT_REL_TOL,
+    quiet: bool = True,
+    client: str = DEFAULT_CLIENT,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, ReplayResult]:
+    """(COMPARISON, OUTPUTS, unreadable outputs, the outputs' replay) of the range; ``truth`` (RESULTS) is
+    recomputed from the raw events when not given."""
+    check_tolerances(abs_tol, rel_tol)
+    options: dict[str, Any] = {
+        "settings": settings,
+        "workers": workers,
+        "slack_ms": slack_ms,
+        "quiet": quiet,
+        "client": client,
+    }
+    if truth is None:
+        truth = truth_for_range(spec, from_ms, to_ms, source=raw_source, **options).results
+    originals, bad, outputs = originals_for_range(spec, from_ms, to_ms, source=outputs_source, **options)
+    comparison = compare(originals, truth, spec, from_ms=from_ms, to_ms=to_ms, abs_tol=abs_tol, rel_tol=rel_tol)
+    return comparison, originals, bad, outputs
