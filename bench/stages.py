@@ -106,7 +106,7 @@ def _client_option(fn: Callable[..., Any], p: dict[str, Any]) -> dict[str, Any]:
 
 def read_topic(settings: KafkaSettings, topic: str) -> pl.DataFrame:
     """Every record of ``topic`` as a RECORDS frame, with the fastest reader available (inputs, not measured)."""
-    from recovery.replay.bounded import plan
+    from recovery.replay.plan import plan
     from recovery.source import KafkaSource
 
     source = KafkaSource(topic, settings)
@@ -233,7 +233,7 @@ def replay(p: dict[str, Any]) -> dict[str, Any]:
 @stage
 def reader(p: dict[str, Any]) -> dict[str, Any]:
     """One backend reader over every partition in turn, in this process (the client's own speed)."""
-    from recovery.replay.bounded import plan
+    from recovery.replay.plan import plan
     from recovery.source import KafkaSource
 
     source = KafkaSource(p["topic"], _settings(p))

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from recovery.errors import ConfigError
-from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT
+from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
 from recovery.spec import PipelineSpec, load_spec

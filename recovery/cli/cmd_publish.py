@@ -7,7 +7,7 @@ from typing import Any
 
 from recovery.config import KafkaSettings
 from recovery.fixes.publish import publish
-from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT
+from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 
 EPILOG = """\
 examples:

@@ -40,8 +40,7 @@ from recovery.fixes.approval import check_approved, load_approval
 from recovery.fixes.audit import audit_record, ensure_audit_topic, read_audit
 from recovery.fixes.fixset import FixSet, load_fixset
 from recovery.frames import CORRECTIONS, RECORDS, conform
-from recovery.kafka.confluent import DEFAULT_CLIENT
-from recovery.kafka.producers import TxProducer, transactional_producer
+from recovery.kafka.client import DEFAULT_CLIENT, TxProducer, transactional_producer
 from recovery.kafka.topics import ensure_topic, offsets, partitions_for, topic_config
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource

@@ -1,20 +1,22 @@
-"""Consumer backends of the replay: kafka-python (the default, pure Python) or confluent-kafka (librdkafka).
+"""The confluent client (librdkafka): a reader of offset ranges and a transactional producer.
 
-kafka-python decodes record batches in Python, which caps one process at a few tens of thousands of records
-per second. The optional ``confluent`` client wraps librdkafka (C): fetching, decompression and CRC checks
-happen in C threads and Python only collects the offsets, timestamps, keys and values of each batch into
-lists, from which the RECORDS frame is built in bulk. Both backends read exactly ``[start, end)`` of one
-partition and yield the same frames, so a replay gives identical results whichever client reads it.
+kafka-python (:mod:`recovery.kafka.kafka_python`) decodes record batches in Python, which caps one process at
+a few tens of thousands of records per second. The optional ``confluent`` client wraps librdkafka (C):
+fetching, decompression and CRC checks happen in C threads and Python only collects the offsets, timestamps,
+keys and values of each batch into lists, from which the RECORDS frame is built in bulk; producing is batched
+in C threads too. Both clients read exactly ``[start, end)`` of one partition and yield the same frames, so a
+replay gives identical results whichever client reads it.
 
-Select the client with ``replay(..., client="confluent")`` or ``recovery replay --client confluent``;
-confluent-kafka is installed with ``pip install confluent-kafka`` (a manylinux wheel bundling librdkafka).
+Select the client with ``replay(..., client="confluent")`` or ``recovery replay --client confluent`` (chosen
+in :mod:`recovery.kafka.client`); confluent-kafka is installed with ``pip install confluent-kafka`` (a
+manylinux wheel bundling librdkafka) and imported only when a client is built.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any, NoReturn
@@ -23,14 +25,15 @@ import polars as pl
 
 from recovery.config import KafkaSettings
 from recovery.errors import AuthError, BrokerError, ConfigError
-from recovery.frames import RECORDS
-from recovery.kafka.clients import bootstrap_timeout_s
+from recovery.kafka.clients import (
+    TRANSACTION_TIMEOUT_MS,
+    RecordColumns,
+    bootstrap_timeout_s,
+    fenced_error,
+    read_range,
+    stall_error,
+)
 from recovery.source import KafkaSource
-
-KAFKA_PYTHON = "kafka-python"
-CONFLUENT = "confluent"
-CLIENTS: tuple[str, ...] = (KAFKA_PYTHON, CONFLUENT)
-DEFAULT_CLIENT = KAFKA_PYTHON
 
 CONSUME_BATCH = 20_000  # messages per consume() call: amortises the call, keeps the list short
 POLL_S = 0.1
@@ -53,11 +56,14 @@ _FETCH_CONFIG: dict[str, Any] = {
     "fetch.queue.backoff.ms": 10,
 }
 
+LIBRDKAFKA_CONFIG: dict[str, Any] = {
+    "linger.ms": 20,
+    "batch.size": 1024 * 1024,
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1024 * 1024,
+}
 
 _second = itemgetter(1)
-
-# offsets, timestamps, keys, values of the records collected so far
-_Columns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
 
 
 @contextmanager
@@ -76,73 +82,51 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def check_client(client: str) -> str:
-    """``client`` if it names a known backend that can be imported here; :class:`ConfigError` otherwise."""
-    if client not in CLIENTS:
-        raise ConfigError(f"unknown client {client!r}", hint=f"use one of {', '.join(CLIENTS)}")
-    if client == CONFLUENT:
-        try:
-            import confluent_kafka  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "the confluent client needs the confluent-kafka package",
-                hint="pip install confluent-kafka (or use --client kafka-python)",
-            ) from None
-    return client
+# librdkafka names of the security settings of kafka-python's client_kwargs() (the one translation of them)
+_SECURITY_NAMES = {
+    "sasl_mechanism": "sasl.mechanisms",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
+}
+_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")  # given only when set: else the system store is used
+
+
+def connection_config(settings: KafkaSettings) -> dict[str, Any]:
+    """How librdkafka reaches and logs in to the cluster of ``settings``, for consumers and producers alike."""
+    kwargs = settings.client_kwargs()
+    config: dict[str, Any] = {
+        "bootstrap.servers": ",".join(kwargs["bootstrap_servers"]),
+        "security.protocol": kwargs["security_protocol"],
+        "socket.timeout.ms": kwargs["request_timeout_ms"],
+        "reconnect.backoff.max.ms": 2_000,
+    }
+    for key, name in _SECURITY_NAMES.items():
+        if key in kwargs and (kwargs[key] or key not in _FILES):
+            config[name] = kwargs[key]
+    return config
 
 
 def librdkafka_config(settings: KafkaSettings, isolation_level: str = "read_committed") -> dict[str, Any]:
-    """librdkafka configuration equivalent to ``settings`` (the only place it reveals secrets)."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
+    """librdkafka configuration of a replay reader equivalent to ``settings``."""
+    return {
+        **connection_config(settings),
         "client.id": f"{settings.client_id}-replay",
         # the Python client insists on a group id; a reader only assigns partitions, never joins or commits
         "group.id": f"{settings.client_id}-replay-reader",
         "isolation.level": isolation_level,
-        "socket.timeout.ms": settings.request_timeout_ms,
-        "reconnect.backoff.max.ms": 2_000,
         **_FETCH_CONFIG,
     }
-    if settings.security_protocol.startswith("SASL"):
-        assert settings.sasl_password is not None
-        config["sasl.mechanisms"] = settings.sasl_mechanism
-        config["sasl.username"] = settings.sasl_username
-        config["sasl.password"] = settings.sasl_password.reveal()
-    if settings.security_protocol.endswith("SSL"):
-        for key, value in (
-            ("ssl.ca.location", settings.ssl_cafile),
-            ("ssl.certificate.location", settings.ssl_certfile),
-            ("ssl.key.location", settings.ssl_keyfile),
-        ):
-            if value:
-                config[key] = value
-        if settings.ssl_password is not None:
-            config["ssl.key.password"] = settings.ssl_password.reveal()
-    return config
-
-
-def records_frame(
-    partition: int, offsets: list[int], stamps: list[int], keys: list[bytes | None], values: list[bytes | None]
-) -> pl.DataFrame:
-    """A RECORDS frame of one partition from column lists (built in bulk)."""
-    return pl.DataFrame(
-        {
-            "partition": pl.repeat(partition, len(offsets), dtype=pl.Int32, eager=True),
-            "offset": pl.Series(offsets, dtype=pl.Int64),
-            "timestamp_ms": pl.Series(stamps, dtype=pl.Int64),
-            "key": pl.Series(keys, dtype=pl.Binary),
-            "value": pl.Series(values, dtype=pl.Binary),
-        },
-        schema=RECORDS,
-    )
 
 
 class ConfluentReader:
     """Reads offset ranges of single partitions with one librdkafka consumer (assigned, never subscribed).
 
-    Same interface as the kafka-python reader of :mod:`recovery.replay.bounded`: ``read(partition, start, end,
-    batch_records)`` yields RECORDS frames of the records with ``start <= offset < end`` in offset order.
+    A :class:`recovery.kafka.client.RecordReader`: ``read(partition, start, end, batch_records)`` yields RECORDS
+    frames of the records with ``start <= offset < end`` in offset order.
     """
 
     def __init__(self, source: KafkaSource, *, stall_s: float = STALL_S) -> None:
@@ -203,35 +187,33 @@ class ConfluentReader:
         ck, topic = self._ck, self.source.topic
         where = f"{topic}[{partition}]"
         self.consumer.assign([ck.TopicPartition(topic, partition, start)])
-        columns: _Columns = ([], [], [], [])
-        offsets, stamps, keys, values = columns
-        position, progressed = start, time.monotonic()
+        columns = RecordColumns(partition)
+
+        def step(position: int) -> tuple[int, bool]:
+            # ask for no more than the rest of the range, so the call returns as soon as the range is complete
+            # instead of waiting out its timeout (with transaction markers in the range, the end-of-partition
+            # event ends the read)
+            with gc_paused():
+                batch = self._consume(min(CONSUME_BATCH, end - position), where)
+                data_end, log_end = self._collect(batch, end, where, columns)
+                del batch
+            if data_end is not None:
+                position = max(position, data_end)
+            if log_end is not None:
+                position = max(position, log_end)
+            return position, data_end is not None
+
+        def stalled(position: int) -> NoReturn:
+            if self._errors:
+                self._raise(None, f"replaying {where}")
+            raise stall_error(where, self.stall_s, position, end)
+
         try:
-            while position < end:
-                # ask for no more than the rest of the range, so the call returns as soon as the range is
-                # complete instead of waiting out its timeout (with transaction markers in the range, the
-                # end-of-partition event ends the read)
-                with gc_paused():
-                    batch = self._consume(min(CONSUME_BATCH, end - position), where)
-                    data_end, log_end = self._collect(batch, end, where, columns)
-                    del batch
-                if data_end is not None:
-                    position, progressed = max(position, data_end), time.monotonic()
-                if log_end is not None:
-                    position = max(position, log_end)
-                if data_end is None and time.monotonic() - progressed > self.stall_s:
-                    self._raise_stall(where, position, end)
-                if len(offsets) >= batch_records:
-                    frame = records_frame(partition, offsets, stamps, keys, values)
-                    for col in columns:
-                        col.clear()
-                    yield from (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
-            if offsets:
-                yield records_frame(partition, offsets, stamps, keys, values)
+            yield from read_range(columns, start, end, batch_records, step=step, stall_s=self.stall_s, stalled=stalled)
         finally:
             self.consumer.unassign()
 
-    def _collect(self, batch: list[Any], end: int, where: str, columns: _Columns) -> tuple[int | None, int | None]:
+    def _collect(self, batch: list[Any], end: int, where: str, columns: RecordColumns) -> tuple[int | None, int | None]:
         """Append the data messages of ``batch`` below ``end`` to ``columns``.
 
         Returns (offset after the last data message, or None; log end from an end-of-partition event, or None).
@@ -251,7 +233,7 @@ class ConfluentReader:
                 self._raise(None, f"replaying {where}")
         if not batch:
             return None, log_end
-        offsets, stamps, keys, values = columns
+        offsets = columns.offsets
         first, last = batch[0].offset(), batch[-1].offset()
         if last >= end:
             batch = [m for m in batch if m.offset() < end]
@@ -259,9 +241,9 @@ class ConfluentReader:
             offsets.extend(range(first, last + 1))  # contiguous offsets: no per-record call
         else:
             offsets.extend([m.offset() for m in batch])
-        stamps.extend(map(_second, map(message.timestamp, batch)))  # (type, ms) pairs
-        keys.extend(map(message.key, batch))
-        values.extend(map(message.value, batch))
+        columns.stamps.extend(map(_second, map(message.timestamp, batch)))  # (type, ms) pairs
+        columns.keys.extend(map(message.key, batch))
+        columns.values.extend(map(message.value, batch))
         return last + 1, log_end
 
     def _consume(self, wanted: int, where: str) -> list[Any]:
@@ -270,14 +252,6 @@ class ConfluentReader:
             return self.consumer.consume(num_messages=wanted, timeout=POLL_S)
         except self._ck.KafkaException as exc:
             self._raise(exc.args[0] if exc.args else None, f"replaying {where}")
-
-    def _raise_stall(self, where: str, position: int, end: int) -> NoReturn:
-        if self._errors:
-            self._raise(None, f"replaying {where}")
-        raise BrokerError(
-            f"replay of {where} made no progress for {self.stall_s:.0f} s at offset {position} (end offset {end})",
-            hint="check the broker (`recovery kafka status`) and retry",
-        )
 
     def first_at(self, partition: int, ts_ms: int) -> int | None:
         """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
@@ -293,3 +267,99 @@ class ConfluentReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class ConfluentTx:
+    """A librdkafka (confluent-kafka) transactional producer."""
+
+    def __init__(self, settings: KafkaSettings, transactional_id: str) -> None:
+        import confluent_kafka as ck
+
+        self.ck, self.settings, self.transactional_id = ck, settings, transactional_id
+        config = connection_config(settings)
+        config.update(LIBRDKAFKA_CONFIG)
+        config.update(
+            {
+                "client.id": f"{settings.client_id}-publish",
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                "enable.idempotence": True,
+                "acks": "all",
+            }
+        )
+        self.timeout_s = max(bootstrap_timeout_s(settings), settings.request_timeout_ms / 1000)
+        self.errors: list[Any] = []
+        self.producer = ck.Producer(config)
+
+    def _fail(self, error: Any, action: str) -> None:
+        ck = self.ck
+        if error is not None and error.code() in (ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED):
+            raise fenced_error(self.transactional_id)
+        where = self.settings.bootstrap_servers
+        detail = error.str() if error is not None else "unknown error"
+        raise BrokerError(f"Kafka error while {action} on {where}: {detail}", hint="check the broker, then rerun")
+
+    def _run(self, action: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except self.ck.KafkaException as exc:
+            self._fail(exc.args[0] if exc.args else None, action)
+
+    def init(self) -> None:
+        self._run("initialising transactions", lambda: self.producer.init_transactions(self.timeout_s))
+
+    def begin(self) -> None:
+        self._run("beginning a transaction", self.producer.begin_transaction)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    def send_many(
+        self,
+        topic: str,
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        partitions: Sequence[int],
+        after_each: Callable[[int], None] | None = None,
+    ) -> None:
+        produce, poll = self.producer.produce, self.producer.poll
+        for i, (key, value, partition) in enumerate(zip(keys, values, partitions, strict=True)):
+            while True:
+                try:
+                    produce(topic, value, key, partition, on_delivery=self._delivered)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka deliver some first
+                    poll(0.05)
+            if after_each is not None:
+                after_each(i + 1)
+            if i % 10_000 == 0:
+                poll(0)
+        self.flush()
+
+    def flush(self) -> None:
+        deadline = time.monotonic() + 2 * self.timeout_s
+        while self.producer.flush(1.0) > 0:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"records not delivered within {2 * self.timeout_s:.0f} s", hint="check the broker")
+        if self.errors:
+            self._fail(self.errors[0], f"sending to {self.settings.bootstrap_servers}")
+
+    def send_one(self, topic: str, key: bytes, value: bytes) -> dict[str, Any]:
+        where: dict[str, Any] = {"topic": topic}
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is not None:
+                self.errors.append(error)
+            else:
+                where.update(partition=message.partition(), offset=message.offset())
+
+        self._run("sending a record", lambda: self.producer.produce(topic, value, key, on_delivery=delivered))
+        self.flush()
+        return where
+
+    def commit(self) -> None:
+        self._run("committing a transaction", lambda: self.producer.commit_transaction(self.timeout_s))
+
+    def close(self) -> None:
+        self.producer.flush(1.0)

@@ -38,15 +38,8 @@ from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
 from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
-from recovery.replay.bounded import (
-    PartitionJob,
-    PartitionPlan,
-    PartitionRead,
-    ReplayResult,
-    Snapshot,
-    plan,
-    run_partition,
-)
+from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
+from recovery.replay.plan import PartitionPlan, Snapshot, plan
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
 from recovery.replay.readers import Reader, reader_for
 from recovery.source import FileSource, KafkaSource, Source

@@ -18,7 +18,7 @@ import polars as pl
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
 from recovery.fixes.fixset import FixSet, corrections_from, fixset_from, status_counts, write_fixset
-from recovery.kafka.confluent import DEFAULT_CLIENT, check_client
+from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.pipeline.compare import (
     DEFAULT_ABS_TOL,
     DEFAULT_REL_TOL,

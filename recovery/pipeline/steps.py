@@ -13,7 +13,7 @@ import polars as pl
 
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
-from recovery.kafka.confluent import DEFAULT_CLIENT
+from recovery.kafka.client import DEFAULT_CLIENT
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import (
     DEFAULT_ABS_TOL,

@@ -33,18 +33,17 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from recovery.errors import BrokerError
+from recovery.kafka.client import DEFAULT_CLIENT
 from recovery.kafka.clients import admin, guarded, new_consumer
-from recovery.kafka.confluent import DEFAULT_CLIENT
 from recovery.replay.bounded import (
     PartitionJob,
     PartitionRead,
     ReplayResult,
-    Snapshot,
-    plan,
     prepare_out_dir,
     run_partition,
     write_sidecar,
 )
+from recovery.replay.plan import Snapshot, plan
 from recovery.replay.progress import PartitionProgress, progress_enabled
 from recovery.replay.readers import ParquetSink, reader_for
 from recovery.source import KafkaSource

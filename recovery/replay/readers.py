@@ -1,6 +1,6 @@
 """Reading offset ranges of one partition into RECORDS frames, and where the frames go.
 
-Readers (kafka-python here, librdkafka in :mod:`recovery.kafka.confluent`, archive files) share one interface:
+Readers (archive files here, Kafka through either client of :mod:`recovery.kafka.client`) share one interface:
 ``read(partition, start, end, batch_records)`` yields RECORDS frames of the records with
 ``start <= offset < end`` in offset order, at most ``batch_records`` rows each; ``first_at(partition, ts_ms)``
 is the first offset whose timestamp is ``>= ts_ms`` (Kafka's offsets-for-times), which the lookback uses.
@@ -12,86 +12,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import polars as pl
-from kafka import TopicPartition
 
-from recovery.errors import BrokerError
 from recovery.frames import RECORDS, empty
-from recovery.kafka.clients import guarded, new_consumer, stall_timeout_s
-from recovery.kafka.confluent import CONFLUENT, DEFAULT_CLIENT, ConfluentReader
-from recovery.source import FileSource, KafkaSource, Source
-
-_CONSUMER_CONFIG: dict[str, Any] = {
-    "max_poll_records": 50_000,
-    "max_partition_fetch_bytes": 16 * 1024 * 1024,
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "check_crcs": True,
-    # kafka-python sleeps this long whenever a poll finds nothing fetchable yet (just after a seek): the
-    # default 100 ms adds up over the many short reads of a publish (audit history, read-back)
-    "retry_backoff_ms": 20,
-}
-
-
-class KafkaReader:
-    """Reads offset ranges of single partitions with one assigned consumer."""
-
-    def __init__(self, source: KafkaSource) -> None:
-        self.source = source
-        self.consumer = new_consumer(source.settings, isolation_level=source.isolation_level, **_CONSUMER_CONFIG)
-
-    def read(self, partition: int, start: int, end: int, batch_records: int) -> Iterator[pl.DataFrame]:
-        settings, topic = self.source.settings, self.source.topic
-        tp = TopicPartition(topic, partition)
-        c = self.consumer
-        c.assign([tp])
-        c.seek(tp, start)
-        offsets: list[int] = []
-        stamps: list[int] = []
-        keys: list[bytes | None] = []
-        values: list[bytes | None] = []
-        position, progressed = start, time.monotonic()
-        stall_s = stall_timeout_s(settings)
-        while position < end:
-            polled = guarded(settings, f"replaying {topic}[{partition}]", lambda: c.poll(timeout_ms=500))
-            for records in polled.values():
-                if records and records[-1].offset >= end:
-                    records = [r for r in records if r.offset < end]
-                offsets.extend([r.offset for r in records])
-                stamps.extend([r.timestamp for r in records])
-                keys.extend([r.key for r in records])
-                values.extend([r.value for r in records])
-            current = c.position(tp)
-            if current is not None and current > position:
-                position, progressed = current, time.monotonic()
-            elif time.monotonic() - progressed > stall_s:
-                raise BrokerError(
-                    f"replay of {topic}[{partition}] made no progress for {stall_s:.0f} s at offset {position} "
-                    f"(end offset {end})",
-                    hint="check the broker (`recovery kafka status`) and retry",
-                )
-            if len(offsets) >= batch_records:
-                frame = records_frame(partition, offsets, stamps, keys, values)
-                offsets, stamps, keys, values = [], [], [], []
-                yield from (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
-        if offsets:
-            frame = records_frame(partition, offsets, stamps, keys, values)
-            yield from (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
-
-    def first_at(self, partition: int, ts_ms: int) -> int | None:
-        """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
-        settings, tp = self.source.settings, TopicPartition(self.source.topic, partition)
-        action = f"looking up offsets by time in {self.source.topic}[{partition}]"
-        found = guarded(settings, action, lambda: self.consumer.offsets_for_times({tp: max(0, ts_ms)}))
-        hit = found.get(tp)
-        return None if hit is None else int(hit.offset)
-
-    def close(self) -> None:
-        self.consumer.close()
+from recovery.kafka.client import DEFAULT_CLIENT, RecordReader, kafka_reader
+from recovery.source import FileSource, Source
 
 
 class FileReader:
@@ -121,29 +50,14 @@ class FileReader:
         self._cached = None
 
 
-Reader = KafkaReader | FileReader | ConfluentReader
+Reader = RecordReader
 
 
 def reader_for(source: Source, client: str = DEFAULT_CLIENT) -> Reader:
     """The reader of ``source``: archive files, or Kafka through the chosen client."""
     if isinstance(source, FileSource):
         return FileReader(source)
-    return ConfluentReader(source) if client == CONFLUENT else KafkaReader(source)
-
-
-def records_frame(
-    partition: int, offsets: list[int], stamps: list[int], keys: list[bytes | None], values: list[bytes | None]
-) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "partition": pl.Series([partition], dtype=pl.Int32).extend_constant(partition, len(offsets) - 1),
-            "offset": pl.Series(offsets, dtype=pl.Int64),
-            "timestamp_ms": pl.Series(stamps, dtype=pl.Int64),
-            "key": pl.Series(keys, dtype=pl.Binary),
-            "value": pl.Series(values, dtype=pl.Binary),
-        },
-        schema=RECORDS,
-    )
+    return kafka_reader(source, client)
 
 
 class Sink(Protocol):

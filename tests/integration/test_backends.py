@@ -14,7 +14,8 @@ from recovery.config import KafkaSettings
 from recovery.errors import BrokerError
 from recovery.frames import RECORDS
 from recovery.kafka.clients import producer
-from recovery.replay.bounded import plan, replay
+from recovery.replay.bounded import replay
+from recovery.replay.plan import plan
 from recovery.source import KafkaSource
 
 pytest.importorskip("confluent_kafka", reason="the confluent client needs confluent-kafka")

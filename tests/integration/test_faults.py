@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 
 import recovery.fixes.publish as publish_module
-import recovery.replay.readers as replay_io
+import recovery.kafka.kafka_python as replay_io
 from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.errors import RecoveryError
 from recovery.fixes.approval import approve

@@ -9,7 +9,9 @@ from polars.testing import assert_frame_equal
 from recovery.config import KafkaSettings, Secret
 from recovery.errors import ConfigError
 from recovery.frames import RECORDS
-from recovery.kafka.confluent import CLIENTS, DEFAULT_CLIENT, check_client, librdkafka_config, records_frame
+from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT, check_client
+from recovery.kafka.clients import records_frame
+from recovery.kafka.confluent import librdkafka_config
 
 
 def test_kafka_python_stays_the_default_client() -> None:

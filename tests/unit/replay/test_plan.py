@@ -9,7 +9,7 @@ import pytest
 
 from recovery.errors import ConfigError
 from recovery.frames import RECORDS
-from recovery.replay.bounded import Snapshot, plan
+from recovery.replay.plan import Snapshot, plan
 from recovery.source import FileSource
 
 

@@ -1,0 +1,106 @@
+"""One interface over the two Kafka clients, and the one place that chooses a client by its name.
+
+- ``kafka-python`` (:mod:`recovery.kafka.kafka_python`, the default): pure Python, always installed;
+- ``confluent`` (:mod:`recovery.kafka.confluent`): librdkafka, much faster, needs the confluent-kafka package.
+
+A :class:`RecordReader` reads offset ranges of single partitions into RECORDS frames; a :class:`TxProducer`
+publishes in Kafka transactions. Both clients read and write the same records, so results do not depend on the
+client. What the clients share (frames from column lists, the read loop, the fenced error) is in
+:mod:`recovery.kafka.clients`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import polars as pl
+
+from recovery.config import KafkaSettings
+from recovery.errors import ConfigError
+from recovery.kafka.confluent import ConfluentReader, ConfluentTx
+from recovery.kafka.kafka_python import KafkaPythonReader, KafkaPythonTx
+from recovery.source import KafkaSource
+
+KAFKA_PYTHON = "kafka-python"
+CONFLUENT = "confluent"
+CLIENTS: tuple[str, ...] = (KAFKA_PYTHON, CONFLUENT)
+DEFAULT_CLIENT = KAFKA_PYTHON
+
+
+class RecordReader(Protocol):
+    """Reads offset ranges of single partitions (archive files have one too: :mod:`recovery.replay.readers`)."""
+
+    def read(self, partition: int, start: int, end: int, batch_records: int) -> Iterator[pl.DataFrame]:
+        """RECORDS frames of the records with ``start <= offset < end`` in offset order, ``batch_records`` rows
+        at the most each."""
+        ...
+
+    def first_at(self, partition: int, ts_ms: int) -> int | None:
+        """The first offset of ``partition`` whose timestamp is ``>= ts_ms`` (None: no such record)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TxProducer(Protocol):
+    """A transactional producer with one ``transactional.id``.
+
+    ``init()`` fences earlier producers with the same id and resolves their open transaction before returning,
+    ``begin()`` / ``commit()`` bracket a transaction, ``send_many()`` sends records to explicit partitions
+    (calling ``after_each`` with the count sent so far) and ``send_one()`` sends one record and returns where it
+    went (topic, partition, offset). Errors are :class:`~recovery.errors.BrokerError`; being fenced by another
+    producer with the same id is :class:`~recovery.kafka.clients.FencedError`.
+    """
+
+    transactional_id: str
+
+    def init(self) -> None: ...
+    def begin(self) -> None: ...
+    def send_many(
+        self,
+        topic: str,
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        partitions: Sequence[int],
+        after_each: Callable[[int], None] | None = None,
+    ) -> None: ...
+    def flush(self) -> None: ...
+    def send_one(self, topic: str, key: bytes, value: bytes) -> dict[str, Any]: ...
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_READERS: dict[str, Callable[[KafkaSource], RecordReader]] = {
+    KAFKA_PYTHON: KafkaPythonReader,
+    CONFLUENT: ConfluentReader,
+}
+_PRODUCERS: dict[str, Callable[[KafkaSettings, str], TxProducer]] = {
+    KAFKA_PYTHON: KafkaPythonTx,
+    CONFLUENT: ConfluentTx,
+}
+
+
+def check_client(client: str) -> str:
+    """``client`` if it names a known client that can be imported here; :class:`ConfigError` otherwise."""
+    if client not in CLIENTS:
+        raise ConfigError(f"unknown client {client!r}", hint=f"use one of {', '.join(CLIENTS)}")
+    if client == CONFLUENT:
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "the confluent client needs the confluent-kafka package",
+                hint="pip install confluent-kafka (or use --client kafka-python)",
+            ) from None
+    return client
+
+
+def kafka_reader(source: KafkaSource, client: str = DEFAULT_CLIENT) -> RecordReader:
+    """A reader of ``source``'s topic through ``client`` (connected; closed by the caller)."""
+    return _READERS[check_client(client)](source)
+
+
+def transactional_producer(settings: KafkaSettings, transactional_id: str, client: str = DEFAULT_CLIENT) -> TxProducer:
+    """A transactional producer with ``transactional_id`` through ``client`` (closed by the caller)."""
+    return _PRODUCERS[check_client(client)](settings, transactional_id)

@@ -1,0 +1,178 @@
+"""A replay's plan: the log's offsets snapshotted when it starts and, per partition, the ``[start, end)`` to
+read for a time range (by Kafka time, with the lookback and the slack) or for explicit offsets. Kafka topics
+and archive files are planned alike, so a replay of an export selects exactly the records the Kafka replay did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import polars as pl
+from kafka import TopicPartition
+
+from recovery.errors import ConfigError
+from recovery.kafka.clients import consumer, guarded
+from recovery.kafka.topics import partitions_for
+from recovery.source import FileSource, KafkaSource, Source
+
+DEFAULT_SLACK_MS = 5 * 60_000  # Kafka time read after `to`: events up to this late still count
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """What to read of one partition: ``[start, end)``, inside the log ``[log_start, log_end)`` seen at start."""
+
+    partition: int
+    log_start: int
+    log_end: int
+    start: int
+    end: int
+    floor_ms: int | None = None  # every record before ``start`` is stamped before this (None: unknown)
+
+    @property
+    def records(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A replay's plan: the source, the range and the offsets per partition snapshotted when it started."""
+
+    source: dict[str, Any]
+    from_ms: int | None
+    to_ms: int | None
+    lookback_ms: int
+    lookback_events: int
+    slack_ms: int
+    partitions: tuple[PartitionPlan, ...]
+
+    @property
+    def end_offsets(self) -> dict[int, int]:
+        return {p.partition: p.log_end for p in self.partitions}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["partitions"] = [asdict(p) for p in self.partitions]
+        return data
+
+
+def plan(
+    source: Source,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    offsets: Mapping[int, tuple[int | None, int | None]] | None = None,
+    lookback_ms: int = 0,
+    lookback_events: int = 0,
+    slack_ms: int = DEFAULT_SLACK_MS,
+    partitions: Sequence[int] | None = None,
+) -> Snapshot:
+    """Snapshot the log's offsets and choose each partition's ``[start, end)`` (before the sma lookback)."""
+    if offsets is not None and (from_ms is not None or to_ms is not None):
+        raise ConfigError("give either a time range or explicit offsets, not both")
+    if lookback_ms < 0 or lookback_events < 0 or slack_ms < 0:
+        raise ConfigError("lookback_ms, lookback_events and slack_ms must be >= 0")
+    if isinstance(source, KafkaSource):
+        bounds = _kafka_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+    else:
+        bounds = _file_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+    plans = []
+    for p, (log_start, log_end, start, end) in sorted(bounds.items()):
+        if offsets is not None:
+            if p not in offsets:
+                continue
+            want_start, want_end = offsets[p]
+            start = log_start if want_start is None else want_start
+            end = log_end if want_end is None else want_end
+            if start < 0 or end < start:
+                raise ConfigError(f"offsets for partition {p} must satisfy 0 <= start <= end, got [{start}, {end})")
+        end = min(max(end, log_start), log_end)
+        start = min(max(start, log_start), end)
+        floor = from_ms - lookback_ms if from_ms is not None and offsets is None else None
+        plans.append(PartitionPlan(p, log_start, log_end, start, end, floor))
+    if offsets is not None:
+        unknown = sorted(set(offsets) - set(bounds))
+        if unknown:
+            raise ConfigError(f"partition(s) {unknown} not in {label(source)}", hint=f"partitions: {sorted(bounds)}")
+    return Snapshot(source.to_dict(), from_ms, to_ms, lookback_ms, lookback_events, slack_ms, tuple(plans))
+
+
+def _kafka_bounds(
+    source: KafkaSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    slack_ms: int,
+    partitions: Sequence[int] | None,
+) -> dict[int, tuple[int, int, int, int]]:
+    settings, topic = source.settings, source.topic
+    existing = partitions_for(settings, topic)
+    chosen = _choose(existing, partitions, topic)
+    tps = [TopicPartition(topic, p) for p in chosen]
+    with consumer(settings, isolation_level=source.isolation_level) as c:
+        action = f"reading offsets of {topic}"
+        log_start = guarded(settings, action, lambda: c.beginning_offsets(tps))
+        log_end = guarded(settings, action, lambda: c.end_offsets(tps))
+
+        def first_at(ts_ms: int) -> dict[TopicPartition, int | None]:
+            found = guarded(settings, action, lambda: c.offsets_for_times({tp: max(0, ts_ms) for tp in tps}))
+            return {tp: (None if found.get(tp) is None else found[tp].offset) for tp in tps}
+
+        starts = first_at(from_ms - lookback_ms) if from_ms is not None else {tp: log_start[tp] for tp in tps}
+        ends = first_at(to_ms + slack_ms) if to_ms is not None else {tp: None for tp in tps}
+    bounds = {}
+    for tp in tps:
+        start = starts[tp]
+        end = ends[tp]
+        bounds[tp.partition] = (
+            log_start[tp],
+            log_end[tp],
+            log_end[tp] if start is None else start,
+            log_end[tp] if end is None else end,
+        )
+    return bounds
+
+
+def _file_bounds(
+    source: FileSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    slack_ms: int,
+    partitions: Sequence[int] | None,
+) -> dict[int, tuple[int, int, int, int]]:
+    ts, offset = pl.col("timestamp_ms"), pl.col("offset")
+    start = offset.filter(ts >= from_ms - lookback_ms).min() if from_ms is not None else offset.min()
+    end = offset.filter(ts >= to_ms + slack_ms).min() if to_ms is not None else pl.lit(None, dtype=pl.Int64)
+    stats = (
+        source.scan()
+        .group_by("partition")
+        .agg(
+            offset.min().alias("log_start"),
+            (offset.max() + 1).alias("log_end"),
+            start.alias("start"),
+            end.alias("end"),
+        )
+        .collect()
+    )
+    chosen = set(_choose(stats.get_column("partition").to_list(), partitions, source.describe()))
+    bounds = {}
+    for p, log_start, log_end, first, stop in stats.iter_rows():
+        if p in chosen:
+            bounds[p] = (log_start, log_end, log_end if first is None else first, log_end if stop is None else stop)
+    return bounds
+
+
+def _choose(existing: Sequence[int], wanted: Sequence[int] | None, where: str) -> list[int]:
+    if wanted is None:
+        return sorted(existing)
+    unknown = sorted(set(wanted) - set(existing))
+    if unknown:
+        raise ConfigError(f"partition(s) {unknown} not in {where}", hint=f"partitions: {sorted(existing)}")
+    return sorted(set(wanted))
+
+
+def label(source: Source) -> str:
+    return source.topic if isinstance(source, KafkaSource) else "archive"
