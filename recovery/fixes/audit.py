@@ -16,8 +16,8 @@ from kafka import KafkaProducer
 from recovery.config import KafkaSettings
 from recovery.errors import TopicError
 from recovery.kafka.clients import guarded, producer
+from recovery.kafka.small import read_topic
 from recovery.kafka.topics import ensure_topic, partitions_for
-from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 from recovery.timerange import format_ms, now_ms
 
@@ -72,7 +72,7 @@ def read_audit(
         partitions_for(settings, topic)
     except TopicError:
         return []
-    frame = replay(KafkaSource(topic, settings), quiet=True).frame()
+    frame = read_topic(KafkaSource(topic, settings))
     found = []
     for partition, offset, value in frame.select("partition", "offset", "value").iter_rows():
         try:

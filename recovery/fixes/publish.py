@@ -41,8 +41,8 @@ from recovery.fixes.audit import audit_record, ensure_audit_topic, read_audit
 from recovery.fixes.fixset import FixSet, load_fixset
 from recovery.frames import CORRECTIONS, RECORDS, conform
 from recovery.kafka.client import DEFAULT_CLIENT, TxProducer, transactional_producer
+from recovery.kafka.small import read_topic
 from recovery.kafka.topics import ensure_topic, offsets, partitions_for, topic_config
-from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 from recovery.spec import PipelineSpec
 
@@ -183,7 +183,7 @@ def read_corrections(
     """
     source = KafkaSource(topic, settings, isolation_level="read_committed")
     offsets = None if since is None else {int(p): (int(o), None) for p, o in since.items()}
-    records = replay(source, offsets=offsets, quiet=True, client=client).frame()
+    records = read_topic(source, offsets=offsets, client=client)
     if digest is not None:
         records = records.filter(pl.col("value").bin.contains(digest.encode()))
     published = decode_corrections(records)

@@ -20,12 +20,12 @@ from recovery.errors import ConfigError, DataError
 from recovery.fixes.fixset import apply_corrections
 from recovery.fixes.publish import read_corrections
 from recovery.frames import CORRECTIONS, OUTPUTS, RESULTS, conform, empty
+from recovery.kafka.small import read_topic
 from recovery.kafka.topics import list_topics, offsets
 from recovery.notebook.explore import Case, Text, resolve_path
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, ComparisonSummary, compare, summarize
 from recovery.pipeline.steps import originals_for_range, truth_for_range
 from recovery.records.validate import validate
-from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import format_ms, now_ms, parse_time_ms
@@ -51,7 +51,7 @@ def latest_event_ms(settings: KafkaSettings, spec: PipelineSpec) -> int:
     }
     if not tails:
         raise DataError(f"the raw topic {topic} holds no records", hint="nothing to reconcile yet")
-    records = replay(KafkaSource(topic, settings), offsets=tails, quiet=True).frame()
+    records = read_topic(KafkaSource(topic, settings), offsets=tails)
     events, _ = validate(records, spec)
     newest = events.group_by("partition").agg(pl.col("ts").max())
     if newest.height == 0:

@@ -17,16 +17,13 @@ recovers the range in memory instead, which makes no such assumption.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import tempfile
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -40,8 +37,8 @@ from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
 from recovery.replay.plan import PartitionPlan, Snapshot, plan
-from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
-from recovery.replay.readers import Reader, reader_for
+from recovery.replay.pool import cached_reader, run_tasks
+from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.spec import PipelineSpec
 
@@ -180,37 +177,13 @@ class PartitionOutcome:
     parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
 
 
-_READERS: dict[Any, Reader] = {}
-_QUEUE: Any = None
-
-
-def _init_worker(queue: Any) -> None:
-    global _QUEUE
-    _QUEUE = queue
-
-
-def _reader(source: Source, client: str) -> Reader:
-    reader = _READERS.get((source, client))
-    if reader is None:
-        reader = _READERS[(source, client)] = reader_for(source, client)
-    return reader
-
-
-def _close_readers() -> None:
-    for reader in _READERS.values():
-        reader.close()
-    _READERS.clear()
-
-
-def recover_partition(task: PartitionTask, progress: ProgressSink | None = None) -> PartitionOutcome:
+def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionOutcome:
     """Recover one partition: replay + validate, replay + decode the outputs, then key group by key group
     dedup, recompute and compare; what is big goes to Parquet parts."""
-    if progress is None:
-        progress = QueueProgress(_QUEUE) if _QUEUE is not None else NoProgress()
     spec, p = task.spec, task.partition
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
-    raw_reader = _reader(task.raw_source, task.client)
-    out_reader = _reader(task.outputs_source, task.client)
+    raw_reader = cached_reader(task.raw_source, task.client)
+    out_reader = cached_reader(task.outputs_source, task.client)
     raw_job = PartitionJob(
         task.raw_source,
         task.from_ms,
@@ -283,10 +256,6 @@ def recover_partition(task: PartitionTask, progress: ProgressSink | None = None)
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
     )
-
-
-def _worker(task: PartitionTask) -> PartitionOutcome:
-    return recover_partition(task)
 
 
 def can_partition(raw_source: Source, outputs_source: Source) -> bool:
@@ -437,26 +406,14 @@ def _label(source: Source) -> str:
 
 def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> list[PartitionOutcome]:
     with PartitionProgress(label, enabled=show) as progress:
-        if workers <= 1 or len(tasks) <= 1 or isinstance(tasks[0].raw_source, FileSource):
-            try:
-                return [recover_partition(t, progress) for t in tasks]
-            finally:
-                _close_readers()
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue() if progress.enabled else None
-        # a fresh process per partition: what one partition's frames left behind in the allocator is not
-        # carried into the next (peak memory is one partition's, not the sum of their fragments)
-        with ProcessPoolExecutor(
-            min(workers, len(tasks)),
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(queue,),
-            max_tasks_per_child=1,
-        ) as pool:
-            if queue is not None:
-                with progress.draining(queue):
-                    return [f.result() for f in [pool.submit(_worker, t) for t in tasks]]
-            return [f.result() for f in [pool.submit(_worker, t) for t in tasks]]
+        return run_tasks(
+            recover_partition,
+            tasks,
+            workers=workers,
+            progress=progress,
+            in_process=isinstance(tasks[0].raw_source, FileSource) if tasks else True,
+            fresh_process_per_task=True,
+        )
 
 
 def _merge(

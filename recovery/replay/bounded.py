@@ -17,10 +17,8 @@ an export selects exactly the records the Kafka replay did.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,9 @@ from recovery.frames import RECORDS, empty
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.records.validate import validate
 from recovery.replay.plan import DEFAULT_SLACK_MS, PartitionPlan, Snapshot, label, plan
-from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress, progress_enabled
-from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink, reader_for
+from recovery.replay.pool import cached_reader, run_tasks
+from recovery.replay.progress import PartitionProgress, ProgressSink, progress_enabled
+from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink
 from recovery.source import SIDECAR, FileSource, Source
 from recovery.spec import FieldsSpec, PipelineSpec
 from recovery.timerange import format_ms
@@ -257,67 +256,29 @@ def run_partition(
 
 # ---------------------------------------------------------------------------------------------- workers
 
-_QUEUE: Any = None
-_READERS: dict[Any, Reader] = {}
 
-
-def _init_worker(queue: Any) -> None:
-    global _QUEUE
-    _QUEUE = queue
-
-
-def _worker_task(job: PartitionJob, plan_: PartitionPlan) -> tuple[PartitionRead, pl.DataFrame | None]:
-    """Run one partition in a worker process (the reader is reused across the worker's tasks)."""
-    reader = _READERS.get((job.source, job.client))
-    if reader is None:
-        reader = _READERS[(job.source, job.client)] = reader_for(job.source, job.client)
+def _read_partition(
+    task: tuple[PartitionJob, PartitionPlan], progress: ProgressSink
+) -> tuple[PartitionRead, pl.DataFrame | None]:
+    """Read one partition (a pool task): into memory, or to Parquet parts when the job has an out_dir."""
+    job, plan_ = task
     sink: MemorySink | ParquetSink = ParquetSink(job.out_dir, job.label) if job.out_dir else MemorySink()
-    progress: ProgressSink = QueueProgress(_QUEUE) if _QUEUE is not None else NoProgress()
-    read = run_partition(reader, plan_, job, sink, progress)
+    read = run_partition(cached_reader(job.source, job.client), plan_, job, sink, progress)
     return read, sink.frame()
 
 
 def _run_all(
     job: PartitionJob, plans: Sequence[PartitionPlan], workers: int, progress: PartitionProgress
 ) -> tuple[dict[int, PartitionRead], list[pl.DataFrame]]:
-    reads: dict[int, PartitionRead] = {}
-    frames: list[pl.DataFrame] = []
     ordered = sorted(plans, key=lambda pl_: -pl_.records)  # biggest first balances the workers
-    if workers <= 1 or len(plans) <= 1 or isinstance(job.source, FileSource):
-        reader = reader_for(job.source, job.client)
-        try:
-            for plan_ in ordered:
-                sink: MemorySink | ParquetSink = ParquetSink(job.out_dir, job.label) if job.out_dir else MemorySink()
-                reads[plan_.partition] = run_partition(reader, plan_, job, sink, progress)
-                frame = sink.frame()
-                if frame is not None:
-                    frames.append(frame)
-        finally:
-            reader.close()
-        return reads, frames
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue() if progress.enabled else None
-    with (
-        ProcessPoolExecutor(
-            min(workers, len(plans)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-        ) as pool,
-        progress.draining(queue) if queue is not None else _nothing(),
-    ):
-        futures = [pool.submit(_worker_task, job, plan_) for plan_ in ordered]
-        for future in futures:
-            read, frame = future.result()
-            reads[read.partition] = read
-            if frame is not None:
-                frames.append(frame)
-    return reads, frames
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    done = run_tasks(
+        _read_partition,
+        [(job, plan_) for plan_ in ordered],
+        workers=workers,
+        progress=progress,
+        in_process=isinstance(job.source, FileSource),
+    )
+    return {read.partition: read for read, _ in done}, [frame for _, frame in done if frame is not None]
 
 
 # ------------------------------------------------------------------------------------------- public API

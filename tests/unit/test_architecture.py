@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "records": {BASE, "metrics"},
     "kafka": {BASE},
     "replay": {BASE, "records", "kafka"},
-    "fixes": {BASE, "records", "kafka", "replay"},
+    "fixes": {BASE, "records", "kafka"},
     "pipeline": {BASE, "metrics", "records", "kafka", "replay", "fixes"},
     "live": {BASE, "metrics", "records", "kafka"},
     "sim": {BASE, "records", "kafka", "live"},
