@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from recovery.errors import ConfigError
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
@@ -22,12 +20,6 @@ def add_range(parser: argparse.ArgumentParser, *, required: bool = True) -> None
 
 def parse_range(args: argparse.Namespace) -> TimeRange:
     return time_range(args.from_, args.to)
-
-
-def add_spec(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument(
-        "--spec", metavar="TOML", required=required, help="pipeline spec file (topics, fields, metrics)"
-    )
 
 
 def spec_of(args: argparse.Namespace) -> PipelineSpec | None:
@@ -70,10 +62,3 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
 def add_tolerances(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abs-tol", type=float, default=DEFAULT_ABS_TOL, help="absolute tolerance of a right value")
     parser.add_argument("--rel-tol", type=float, default=DEFAULT_REL_TOL, help="relative tolerance of a right value")
-
-
-def positive(value: Any, name: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ConfigError(f"{name} must be >= 1, got {number}")
-    return number

@@ -397,14 +397,3 @@ def write_sidecar(directory: Path, result: ReplayResult, name: str = SIDECAR) ->
     tmp = directory / f".{name}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(directory / name)
-
-
-def replay_range(
-    spec: PipelineSpec,
-    source: Source,
-    from_ms: int,
-    to_ms: int,
-    **options: Any,
-) -> ReplayResult:
-    """Replay the raw events of ``[from_ms, to_ms)`` with the spec's lookback (a shortcut for notebooks)."""
-    return replay(source, from_ms=from_ms, to_ms=to_ms, spec=spec, **options)
