@@ -22,9 +22,7 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import polars as pl
@@ -34,22 +32,17 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from recovery.config import KafkaSettings
-from recovery.errors import BrokerError, ConfigError
-from recovery.frames import EVENTS, RECORDS
+from recovery.errors import BrokerError
 from recovery.kafka.clients import guarded, new_consumer, new_producer
 from recovery.kafka.topics import partitions_for
 from recovery.live.hooks import BugHook, CrashHook
-from recovery.metrics.windows import LIVE_RESULTS, LiveState
-from recovery.records.events import parse_event, reason_category
+from recovery.live.state import LiveStats, Processor, emulate_live, parse_records
 from recovery.records.outputs import encode_results
 from recovery.spec import PipelineSpec
 
 __all__ = ["BugHook", "CrashHook", "LiveStats", "LiveWorker", "Processor", "emulate_live", "parse_records", "run_live"]
 
 log = logging.getLogger("recovery.live.worker")
-
-# A malformed record as the worker saw it: where, and the category of its reason.
-MALFORMED = pl.Schema({"partition": pl.Int32, "offset": pl.Int64, "category": pl.String})
 
 DEFAULT_GROUP = "recovery-live"
 POLL_TIMEOUT_MS = 500
@@ -66,162 +59,6 @@ PRODUCER_CONFIG: dict[str, Any] = {
 SESSION_TIMEOUT_MS = 10_000
 
 
-@dataclass
-class LiveStats:
-    """Counters of one worker run (printed as the run's summary)."""
-
-    worker: str = ""
-    records: int = 0
-    events: int = 0
-    malformed: Counter[str] = field(default_factory=Counter)
-    late: dict[str, int] = field(default_factory=dict)
-    late_events: int = 0
-    outputs: int = 0
-    commits: int = 0
-    open_windows: int = 0
-    partitions: list[int] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def malformed_total(self) -> int:
-        return sum(self.malformed.values())
-
-    @property
-    def events_per_s(self) -> float:
-        return self.records / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["malformed"] = dict(sorted(self.malformed.items()))
-        d["malformed_total"] = self.malformed_total
-        d["events_per_s"] = round(self.events_per_s, 1)
-        d["seconds"] = round(self.seconds, 3)
-        return d
-
-
-class Processor:
-    """The Kafka-free part of the worker: raw records in, results to publish out (shared with the emulation)."""
-
-    def __init__(self, spec: PipelineSpec, bugs: Sequence[BugHook] = ()) -> None:
-        self.spec = spec
-        self.bugs = tuple(bugs)
-        self.state = LiveState(spec)
-        self.stats = LiveStats()
-
-    def events_of(self, partition: int, records: Iterable[tuple[int, int, bytes | None]]) -> pl.DataFrame:
-        """EVENTS of the valid records among (offset, timestamp_ms, value); malformed ones are counted."""
-        columns: dict[str, list[Any]] = {name: [] for name in EVENTS}
-        fields = self.spec.fields
-        for offset, timestamp_ms, value in records:
-            self.stats.records += 1
-            event = parse_event(value, fields)
-            if isinstance(event, str):
-                self.stats.malformed[reason_category(event)] += 1
-                log.debug("skip malformed %s[%d]@%d: %s", self.spec.topics.raw, partition, offset, event)
-                continue
-            columns["partition"].append(partition)
-            columns["offset"].append(offset)
-            columns["timestamp_ms"].append(timestamp_ms)
-            for name in ("event_id", "key", "seq", "ts", "price", "volume"):
-                columns[name].append(event[name])
-        return pl.DataFrame(columns, schema=EVENTS)
-
-    def process(self, partition: int, records: Sequence[tuple[int, int, bytes | None]]) -> pl.DataFrame:
-        """LIVE_RESULTS to publish after ``records`` of ``partition`` (offset order)."""
-        return self.process_events(self.events_of(partition, records))
-
-    def process_events(self, events: pl.DataFrame) -> pl.DataFrame:
-        """LIVE_RESULTS to publish after valid ``events`` (EVENTS, arrival order)."""
-        self.stats.events += events.height
-        for bug in self.bugs:
-            events = bug.apply(events)
-        results = self.state.process(events)
-        self.stats.late = dict(self.state.late)
-        self.stats.late_events = self.state.late_events
-        self.stats.open_windows = self.state.open_windows
-        return results
-
-    def cold_restart(self) -> None:
-        """What a killed and restarted worker has: no state (counters carry on)."""
-        late, late_events = dict(self.state.late), self.state.late_events
-        self.state.reset()
-        self.state.late, self.state.late_events = late, late_events
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The emulation (no Kafka): what a bounded run with these hooks publishes
-
-
-def parse_records(records: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """What the worker's per-record parse makes of RECORDS: (EVENTS, MALFORMED) in record order."""
-    good: dict[str, list[Any]] = {name: [] for name in EVENTS}
-    bad: dict[str, list[Any]] = {name: [] for name in MALFORMED}
-    for partition, offset, timestamp_ms, _key, value in records.select(RECORDS.names()).iter_rows():
-        parsed = parse_event(value, spec.fields)
-        if isinstance(parsed, str):
-            for name, item in zip(MALFORMED.names(), (partition, offset, reason_category(parsed)), strict=True):
-                bad[name].append(item)
-            continue
-        good["partition"].append(partition)
-        good["offset"].append(offset)
-        good["timestamp_ms"].append(timestamp_ms)
-        for name in ("event_id", "key", "seq", "ts", "price", "volume"):
-            good[name].append(parsed[name])
-    return pl.DataFrame(good, schema=EVENTS), pl.DataFrame(bad, schema=MALFORMED)
-
-
-def emulate_live(
-    records: pl.DataFrame,
-    spec: PipelineSpec,
-    *,
-    crashes: Sequence[CrashHook] = (),
-    bugs: Sequence[BugHook] = (),
-    parsed: tuple[pl.DataFrame, pl.DataFrame] | None = None,
-) -> tuple[pl.DataFrame, LiveStats]:
-    """(LIVE_RESULTS, stats) of bounded worker runs over ``records`` (RECORDS of the raw topic), crashes included.
-
-    Mirrors the worker: partitions drained in order, each in offset order; a crash restarts it cold from
-    its last commit. Crashes apply in (partition, offset) order, one per worker run. ``parsed`` may pass
-    what :func:`parse_records` returns for ``records`` when the caller knows it already.
-    """
-    events, malformed = parsed if parsed is not None else parse_records(records, spec)
-    proc = Processor(spec, bugs)
-    stats = proc.stats
-    outs: list[pl.DataFrame] = []
-
-    def run(partition: int, lo: int, hi: int | None) -> None:
-        def within(frame: pl.DataFrame) -> pl.DataFrame:
-            cond = (pl.col("partition") == partition) & (pl.col("offset") >= lo)
-            return frame.filter(cond if hi is None else cond & (pl.col("offset") < hi))
-
-        stats.records += within(records).height
-        stats.malformed.update(within(malformed).get_column("category").to_list())
-        outs.append(proc.process_events(within(events).sort("offset")))
-
-    pending = sorted(crashes, key=lambda c: (c.partition, c.offset))
-    partitions = records.get_column("partition").unique().sort().to_list()
-    for partition in partitions:
-        last_offset = records.filter(pl.col("partition") == partition).get_column("offset").max()
-        start = 0  # the committed position
-        for crash in [c for c in pending if c.partition == partition]:
-            if crash.offset < start:
-                raise ConfigError(f"crash hook {crash} falls inside the span of an earlier crash")
-            if last_offset is None or crash.offset > last_offset:  # type: ignore[operator]
-                continue  # never reached: the run ends before it
-            run(partition, start, crash.offset)
-            if crash.mode == "commit-after":
-                run(partition, crash.offset, crash.offset + crash.span)
-                start = crash.offset
-            else:
-                start = crash.offset + crash.span
-            proc.cold_restart()
-        run(partition, start, None)
-    stats.outputs = sum(o.height for o in outs)
-    stats.partitions = partitions
-    return (pl.concat(outs) if outs else pl.DataFrame(schema=LIVE_RESULTS)), stats
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The worker
 
 

@@ -42,7 +42,7 @@ from recovery.frames import RECORDS
 from recovery.kafka.clients import consumer, guarded, producer
 from recovery.kafka.topics import delete_topics, ensure_topic, list_topics, offsets, partitions_for
 from recovery.live.hooks import BugHook, CrashHook
-from recovery.live.worker import LiveStats, emulate_live
+from recovery.live.state import LiveStats, emulate_live
 from recovery.sim.oracle import ABS_TOL, REL_TOL, Prediction, predict_discrepancies
 from recovery.sim.ticks import (
     STREAM_FAULTS,

@@ -16,7 +16,7 @@ from recovery.config import KafkaSettings
 from recovery.frames import RECORDS
 from recovery.kafka.clients import consumer
 from recovery.kafka.topics import partitions_for
-from recovery.live.worker import parse_records
+from recovery.live.state import parse_records
 from recovery.spec import PipelineSpec
 
 

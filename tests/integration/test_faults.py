@@ -33,7 +33,7 @@ from recovery.fixes.audit import read_audit
 from recovery.fixes.publish import publish
 from recovery.kafka.broker import LocalBroker
 from recovery.kafka.topics import ensure_topic
-from recovery.live.worker import parse_records
+from recovery.live.state import parse_records
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare
 from recovery.pipeline.recover import recover

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recovery.frames import EVENTS
+from recovery.live.state import LiveState
 from recovery.metrics.recompute import recompute
-from recovery.metrics.windows import LiveState
 from recovery.spec import PipelineSpec
 
 from .. import reference

@@ -10,7 +10,8 @@ import pytest
 
 from recovery.errors import ConfigError
 from recovery.frames import RECORDS
-from recovery.live.worker import BugHook, CrashHook, Processor, emulate_live, parse_records
+from recovery.live.state import Processor, emulate_live, parse_records
+from recovery.live.worker import BugHook, CrashHook
 from recovery.spec import PipelineSpec
 
 SPEC = PipelineSpec.from_dict(

@@ -7,11 +7,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recovery.frames import EVENTS
+from recovery.live.state import LiveState
 from recovery.metrics.windows import (
     LIVE_RESULTS,
     NO_FLOOR,
     SHORT_WINDOW,
-    LiveState,
     common_pane_ms,
     first_open_start,
     is_late,

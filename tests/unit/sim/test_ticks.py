@@ -6,7 +6,7 @@ from polars.testing import assert_frame_equal
 
 from recovery.config import PROJECT_ROOT
 from recovery.errors import ConfigError
-from recovery.live.worker import parse_records
+from recovery.live.state import parse_records
 from recovery.sim.ticks import (
     FAULT_TYPES,
     MALFORMED_KINDS,
