@@ -160,17 +160,29 @@ def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | None = None) -> pl.DataFrame:
-    """(key, seq, partition, offset, timestamp_ms) of quarantined records; seq is null where the raw value does
-    not show it."""
+    """(key, seq, ts, partition, offset, timestamp_ms) of quarantined records; seq and ts (the event time) are
+    null where the raw value does not show them."""
     fields = fields or FieldsSpec()
-    schema = {"key": pl.String, "seq": pl.Int64, "partition": pl.Int32, "offset": pl.Int64, "timestamp_ms": pl.Int64}
+    schema = {
+        "key": pl.String,
+        "seq": pl.Int64,
+        "ts": pl.Int64,
+        "partition": pl.Int32,
+        "offset": pl.Int64,
+        "timestamp_ms": pl.Int64,
+    }
     if quarantine.height == 0:
         return pl.DataFrame(schema=schema)
-    seq_name, key_name = re.escape(json.dumps(fields.seq)), re.escape(json.dumps(fields.key))
-    seq = pl.col("value").str.extract(rf"{seq_name}\s*:\s*(\d{{1,18}})\s*[,}}]").cast(pl.Int64, strict=False)
+    key_name = re.escape(json.dumps(fields.key))
+
+    def number(name: str) -> pl.Expr:
+        pattern = rf"{re.escape(json.dumps(name))}\s*:\s*(\d{{1,18}})\s*[,}}]"
+        return pl.col("value").str.extract(pattern).cast(pl.Int64, strict=False)
+
+    seq = number(fields.seq)
     key = pl.coalesce(pl.col("value").str.extract(rf'{key_name}\s*:\s*"([^"\\]*)"'), pl.col("key"))
     found = conform(quarantine, QUARANTINE).select(
-        key.alias("key"), seq.alias("seq"), "partition", "offset", "timestamp_ms"
+        key.alias("key"), seq.alias("seq"), number(fields.time).alias("ts"), "partition", "offset", "timestamp_ms"
     )
     return found.filter(pl.col("key").is_not_null()).cast(schema)  # type: ignore[arg-type]
 
@@ -194,8 +206,8 @@ def seq_gaps(
             "seq",
             "partition",
             "offset",
-            pl.lit(None, dtype=pl.Int64).alias("_lo"),
-            pl.col("timestamp_ms").alias("_hi"),
+            pl.col("ts").alias("_lo"),  # the event time the record still shows, if any
+            pl.min_horizontal("ts", "timestamp_ms").alias("_hi"),
         )
         seen = pl.concat([seen, known.cast(dict(seen.schema))])  # type: ignore[arg-type]
         unreadable = quarantined.filter(pl.col("seq").is_null()).select("key", "partition", "offset")

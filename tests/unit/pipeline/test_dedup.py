@@ -235,3 +235,19 @@ def test_gap_next_to_a_quarantined_lower_seq_is_lost_only_from_the_origin() -> N
     assert gap_rows(floor.gaps) == [("K", 3, 5, True)]
     origin = dedup(events(rows), quarantine=bad, coverage=Coverage({0: (None, True)}, until_ms=1_000))
     assert gap_rows(origin.gaps) == [("K", 1, 1, False), ("K", 3, 5, False)]
+
+
+def test_a_malformed_upper_seq_that_shows_its_event_time_bounds_the_gap() -> None:
+    # regression (soak seed 4928625): seq 6 arrived malformed (no price) long after the range end; its event
+    # time (160) is still readable and before the end, so seqs 3..5 cannot lie after the read: lost
+    bad = pl.DataFrame(
+        [(0, 60, 5_000, "K", '{"event_id":"K-6","symbol":"K","seq":6,"ts":160,"volume":1}', "missing field: price")],
+        schema=QUARANTINE,
+        orient="row",
+    )
+    rows = [(0, 50, 150, "K-2", "K", 2, 120, 1.0, 1.0)]
+    result = dedup(events(rows), quarantine=bad, coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(result.gaps) == [("K", 3, 5, False)]
+    unreadable = bad.with_columns(pl.lit('{"event_id":"K-6","symbol":"K","seq":6,"volume":1}').alias("value"))
+    result = dedup(events(rows), quarantine=unreadable, coverage=Coverage({0: (100, False)}, until_ms=1_000))
+    assert gap_rows(result.gaps) == [("K", 3, 5, True)]  # only its Kafka timestamp (after the end) is known
