@@ -18,6 +18,7 @@ import polars as pl
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
 from recovery.fixes.fixset import FixSet, corrections_from, fixset_from, status_counts, write_fixset
+from recovery.fixes.manifest import RunFacts, parameters, provenance, quality
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.pipeline.compare import (
     DEFAULT_ABS_TOL,
@@ -49,7 +50,6 @@ from recovery.pipeline.steps import (
     resolve,
     truth_for_range,
 )
-from recovery.records.validate import quarantine_counts
 from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult
 from recovery.source import Source
 from recovery.spec import PipelineSpec
@@ -378,34 +378,19 @@ def recover(
         found = _in_memory(spec, rng, raw, out, settings, opts, timings)
     found.notes[:0] = notes
     truth, outputs = found.truth, found.outputs
-    quality: dict[str, Any] = {
-        **truth.events.counts(),
-        "records": truth.replay.count,
-        "quarantined": truth.quarantine.height,
-        "quarantine_reasons": quarantine_counts(truth.quarantine),
-        "outputs": outputs.count,
-        "outputs_quarantined": found.outputs_bad.height,
-    }
-    parameters = {
-        "abs_tol": abs_tol,
-        "rel_tol": rel_tol,
-        "slack_ms": slack_ms,
-        "emulate_grace": emulate_grace,
-        "lookback_ms": spec.lookback_ms,
-        "lookback_events": spec.lookback_events,
-    }
-    provenance = {
-        "sources": {
-            "raw": truth.replay.snapshot.source,
-            "outputs": outputs.snapshot.source,
-        },
-        "snapshots": {
-            "raw_end_offsets": {str(p): o for p, o in truth.replay.snapshot.end_offsets.items()},
-            "outputs_end_offsets": {str(p): o for p, o in outputs.snapshot.end_offsets.items()},
-        },
-        "engine": found.engine,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    }
+    facts = RunFacts(
+        event_counts=truth.events.counts(),
+        records=truth.replay.count,
+        quarantine=truth.quarantine,
+        outputs=outputs.count,
+        outputs_quarantined=found.outputs_bad.height,
+        raw_source=truth.replay.snapshot.source,
+        outputs_source=outputs.snapshot.source,
+        raw_end_offsets=dict(truth.replay.snapshot.end_offsets),
+        outputs_end_offsets=dict(outputs.snapshot.end_offsets),
+        engine=found.engine,
+        timings_s=timings,
+    )
     fixset = fixset_from(
         found.corrections,
         found.counts,
@@ -413,10 +398,10 @@ def recover(
         incident=incident,
         from_ms=rng.from_ms,
         to_ms=rng.to_ms,
-        parameters=parameters,
+        parameters=parameters(spec, abs_tol=abs_tol, rel_tol=rel_tol, slack_ms=slack_ms, emulate_grace=emulate_grace),
         sources={"raw": truth.replay.offsets(), "outputs": outputs.offsets()},
-        quality=quality,
-        provenance=provenance,
+        quality=quality(facts),
+        provenance=provenance(facts),
     )
     path = None
     if out_dir is not None:
