@@ -19,20 +19,28 @@ RECORDS = pl.Schema(
     }
 )
 
-# A valid raw event, canonical column names (spec [fields] maps JSON names onto these).
-EVENTS = pl.Schema(
+# The columns every valid raw event has, before its value columns.
+EVENT_BASE = pl.Schema(
     {
         "partition": pl.Int32,
         "offset": pl.Int64,
         "timestamp_ms": pl.Int64,
-        "event_id": pl.String,
-        "key": pl.String,
-        "seq": pl.Int64,
+        "event_id": pl.String,  # the spec's id field, or a hash of the record value when the events have none
+        "key": pl.String,  # a composite key's parts joined by "|"
+        "seq": pl.Int64,  # null when the events carry no seq
         "ts": pl.Int64,  # event time, epoch ms
-        "price": pl.Float64,
-        "volume": pl.Float64,
     }
 )
+
+
+def events_schema(values: tuple[str, ...] | list[str]) -> pl.Schema:
+    """The EVENTS schema of events with the given value columns (each Float64), in that order."""
+    return pl.Schema([*EVENT_BASE.items(), *((name, pl.Float64()) for name in values)])
+
+
+# A valid raw event of the toolkit's own tick pipeline (value columns price and volume); other pipelines'
+# events have the value columns their spec's [events] values name (``events_schema(spec.value_fields)``).
+EVENTS = events_schema(("price", "volume"))
 
 # A record that failed validation: never dropped silently.
 QUARANTINE = pl.Schema(
@@ -107,3 +115,9 @@ def concat_or_empty(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFra
     """The non-empty ``frames`` concatenated, or an empty frame with ``schema`` when there are none."""
     kept = [f for f in frames if f.height]
     return pl.concat(kept) if kept else empty(schema)
+
+
+def events_like(columns: list[str] | pl.Schema) -> pl.Schema:
+    """The EVENTS schema whose value columns are those of ``columns`` beyond the base columns, in their order."""
+    names = list(columns.names()) if isinstance(columns, pl.Schema) else list(columns)
+    return events_schema([name for name in names if name not in EVENT_BASE and not name.startswith("_")])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recovery.errors import SpecError
+from recovery.formats import EventsSpec, OutputsSpec
 
 MetricKind = Literal["sma", "mean", "vwap"]
 METRIC_KINDS: tuple[str, ...] = ("sma", "mean", "vwap")
@@ -51,6 +52,13 @@ class TopicsSpec:
             raise SpecError(f"topics.partitions must be an integer >= 1, got {self.partitions!r}")
 
 
+def _quoted(name: str) -> str:
+    """A plain field name as a field path (bracket-quoted when it holds a dot or a bracket)."""
+    if "." in name or "[" in name or "]" in name:
+        return "['" + name.replace("'", "\\'") + "']"
+    return name
+
+
 @dataclass(frozen=True)
 class FieldsSpec:
     """JSON field names of a raw event, mapped onto the canonical columns."""
@@ -68,6 +76,18 @@ class FieldsSpec:
             raise SpecError("every [fields] entry must be a non-empty string")
         if len(set(names)) != len(names):
             raise SpecError(f"[fields] maps two columns onto the same JSON field: {names}")
+
+    def events(self) -> EventsSpec:
+        """The same layout as an ``[events]`` table: flat JSON, times in ms, price and volume >= 0."""
+        return EventsSpec(
+            format="json",
+            key=(_quoted(self.key),),
+            time=_quoted(self.time),
+            seq=_quoted(self.seq),
+            id=_quoted(self.id),
+            values={"price": _quoted(self.price), "volume": _quoted(self.volume)},
+            non_negative=("price", "volume"),
+        )
 
     def json_to_canonical(self) -> dict[str, str]:
         """JSON field name -> canonical column name."""
@@ -103,8 +123,8 @@ class MetricSpec:
             raise SpecError(f"metric names must be non-empty and without '|', got {self.name!r}")
         if self.kind not in METRIC_KINDS:
             raise SpecError(f"{where}: unknown kind {self.kind!r}", hint=f"use one of {', '.join(METRIC_KINDS)}")
-        if self.field not in VALUE_FIELDS:
-            raise SpecError(f"{where}: field must be one of {', '.join(VALUE_FIELDS)}, got {self.field!r}")
+        if not isinstance(self.field, str) or not self.field:
+            raise SpecError(f"{where}: field must name a value column, got {self.field!r}")
         if self.kind == "sma":
             if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
                 raise SpecError(f"{where}: sma needs n >= 1 (events in the window), got {self.n!r}")
@@ -148,6 +168,8 @@ class PipelineSpec:
     fields: FieldsSpec = field(default_factory=FieldsSpec)
     metrics: tuple[MetricSpec, ...] = ()
     source: str | None = None
+    events: EventsSpec | None = None  # the raw events' layout; None: the one [fields] describes
+    outputs: OutputsSpec = field(default_factory=OutputsSpec)  # default: the toolkit's own output record
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -155,12 +177,42 @@ class PipelineSpec:
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise SpecError(f"metric names must be unique, got {names}", path=self.source)
+        object.__setattr__(self, "_legacy_fields", self.events is None)
+        if self.events is None:
+            object.__setattr__(self, "events", self.fields.events())
+        columns = self.value_fields
+        for m in self.metrics:
+            if m.field not in columns:
+                raise SpecError(
+                    f"metric {m.name!r}: field {m.field!r} is not a value column of the events",
+                    path=self.source,
+                    hint=f"value columns: {', '.join(columns)} ([events] values)",
+                )
+            if m.kind == "vwap" and "volume" not in columns:
+                raise SpecError(f"metric {m.name!r}: vwap weighs by the value column volume, which the events lack")
+        if self.outputs.metrics:
+            unknown = sorted(set(self.outputs.metrics) - set(names))
+            if unknown:
+                raise SpecError(f"[outputs] metrics names unknown metric(s) {', '.join(unknown)}", path=self.source)
+
+    @property
+    def layout(self) -> EventsSpec:
+        """The raw events' layout (``[events]``, or the one ``[fields]`` describes)."""
+        assert self.events is not None
+        return self.events
+
+    @property
+    def value_fields(self) -> tuple[str, ...]:
+        """The value columns events carry (besides event_id, key, seq, ts), in the spec's order."""
+        return self.layout.value_columns
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> PipelineSpec:
         """Build and validate a spec from the parsed TOML (unknown keys are errors)."""
         try:
-            _check_keys(data, {"topics", "fields", "metrics"}, "the spec", source)
+            _check_keys(data, {"topics", "fields", "events", "outputs", "metrics"}, "the spec", source)
+            if "fields" in data and "events" in data:
+                raise SpecError("use [events] or the older [fields], not both", path=source)
             topics = data.get("topics", {})
             _check_keys(topics, set(TopicsSpec.__dataclass_fields__), "[topics]", source)
             fields_ = data.get("fields", {})
@@ -171,7 +223,9 @@ class PipelineSpec:
                 if "name" not in raw or "kind" not in raw:
                     raise SpecError(f"[[metrics]] #{i + 1} needs a name and a kind", path=source)
                 metrics.append(MetricSpec(**raw))
-            return cls(TopicsSpec(**topics), FieldsSpec(**fields_), tuple(metrics), source)
+            events = EventsSpec.from_table(data["events"]) if "events" in data else None
+            outputs = OutputsSpec.from_table(data["outputs"]) if "outputs" in data else OutputsSpec()
+            return cls(TopicsSpec(**topics), FieldsSpec(**fields_), tuple(metrics), source, events, outputs)
         except SpecError as exc:
             if exc.path is None and source is not None:
                 raise SpecError(exc.message, path=source, hint=exc.hint) from None
@@ -187,7 +241,17 @@ class PipelineSpec:
             if m.kind == "sma":
                 d.pop("grace_ms", None)
             metrics.append(d)
-        return {"topics": asdict(self.topics), "fields": asdict(self.fields), "metrics": metrics}
+        if getattr(self, "_legacy_fields", True) and self.outputs.legacy:
+            return {"topics": asdict(self.topics), "fields": asdict(self.fields), "metrics": metrics}
+        out: dict[str, Any] = {"topics": asdict(self.topics)}
+        if getattr(self, "_legacy_fields", True):
+            out["fields"] = asdict(self.fields)
+        else:
+            out["events"] = self.layout.to_table()
+        if not self.outputs.legacy:
+            out["outputs"] = self.outputs.to_table()
+        out["metrics"] = metrics
+        return out
 
     def digest(self) -> str:
         """SHA-256 of the canonical spec (what a fix set records)."""

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             from_ms=from_ms,
             to_ms=to_ms,
             offsets=offsets,
-            fields=spec.fields if spec else None,
+            fields=spec.layout if spec else None,
             lookback_ms=lookback_ms,
             lookback_events=lookback_events,
             slack_ms=args.slack_ms,

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from recovery.errors import ConfigError
-from recovery.frames import EVENTS, RECORDS
+from recovery.frames import RECORDS, events_schema
 from recovery.live.hooks import BugHook, CrashHook
 from recovery.metrics.windows import (
     LIVE_RESULTS,
@@ -207,11 +207,12 @@ class Processor:
 
     def events_of(self, partition: int, records: Iterable[tuple[int, int, bytes | None]]) -> pl.DataFrame:
         """EVENTS of the valid records among (offset, timestamp_ms, value); malformed ones are counted."""
-        columns: dict[str, list[Any]] = {name: [] for name in EVENTS}
-        fields = self.spec.fields
+        schema = events_schema(self.spec.value_fields)
+        columns: dict[str, list[Any]] = {name: [] for name in schema}
+        layout = self.spec.layout
         for offset, timestamp_ms, value in records:
             self.stats.records += 1
-            event = parse_event(value, fields)
+            event = parse_event(value, layout, timestamp_ms)
             if isinstance(event, str):
                 self.stats.malformed[reason_category(event)] += 1
                 log.debug("skip malformed %s[%d]@%d: %s", self.spec.topics.raw, partition, offset, event)
@@ -219,9 +220,9 @@ class Processor:
             columns["partition"].append(partition)
             columns["offset"].append(offset)
             columns["timestamp_ms"].append(timestamp_ms)
-            for name in ("event_id", "key", "seq", "ts", "price", "volume"):
+            for name in ("event_id", "key", "seq", "ts", *self.spec.value_fields):
                 columns[name].append(event[name])
-        return pl.DataFrame(columns, schema=EVENTS)
+        return pl.DataFrame(columns, schema=schema)
 
     def process(self, partition: int, records: Sequence[tuple[int, int, bytes | None]]) -> pl.DataFrame:
         """LIVE_RESULTS to publish after ``records`` of ``partition`` (offset order)."""
@@ -251,10 +252,11 @@ class Processor:
 
 def parse_records(records: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """What the worker's per-record parse makes of RECORDS: (EVENTS, MALFORMED) in record order."""
-    good: dict[str, list[Any]] = {name: [] for name in EVENTS}
+    schema = events_schema(spec.value_fields)
+    good: dict[str, list[Any]] = {name: [] for name in schema}
     bad: dict[str, list[Any]] = {name: [] for name in MALFORMED}
     for partition, offset, timestamp_ms, _key, value in records.select(RECORDS.names()).iter_rows():
-        parsed = parse_event(value, spec.fields)
+        parsed = parse_event(value, spec.layout, timestamp_ms)
         if isinstance(parsed, str):
             for name, item in zip(MALFORMED.names(), (partition, offset, reason_category(parsed)), strict=True):
                 bad[name].append(item)
@@ -262,9 +264,9 @@ def parse_records(records: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFra
         good["partition"].append(partition)
         good["offset"].append(offset)
         good["timestamp_ms"].append(timestamp_ms)
-        for name in ("event_id", "key", "seq", "ts", "price", "volume"):
+        for name in ("event_id", "key", "seq", "ts", *spec.value_fields):
             good[name].append(parsed[name])
-    return pl.DataFrame(good, schema=EVENTS), pl.DataFrame(bad, schema=MALFORMED)
+    return pl.DataFrame(good, schema=schema), pl.DataFrame(bad, schema=MALFORMED)
 
 
 def emulate_live(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from recovery.errors import DataError
-from recovery.frames import EVENTS, RESULTS, conform, empty
+from recovery.frames import RESULTS, conform, empty, events_schema
 from recovery.metrics.windows import (
     common_pane_ms,
     first_open_start,
@@ -115,13 +115,14 @@ def recompute(
     per metric in spec order, then by key, then by event time.
     """
     _check_range(from_ms, to_ms)
-    missing = [name for name in EVENTS if name not in events.columns]
+    schema = events_schema(spec.value_fields)
+    missing = [name for name in schema if name not in events.columns]
     if missing:
         raise DataError(f"events frame lacks column(s) {', '.join(missing)}", hint="pass an EVENTS frame")
-    frame = conform(events, EVENTS)
+    frame = conform(events, schema)
     if frame.height == 0:
         return empty(RESULTS)
-    used = frame.select("key", "seq", "ts", "price", "volume")  # sort only what is used
+    used = frame.select("key", "seq", "ts", *spec.value_fields)  # sort only what is used
     ordered = used if presorted else order_by_event_time(used)
     # one integer run id per key: every later "same key as the row before?" compares integers, not strings
     key = pl.col("key")

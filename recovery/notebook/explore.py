@@ -130,7 +130,7 @@ def _with_topics(spec: PipelineSpec, raw_topic: str, output_topic: str) -> Pipel
     if not raw_topic and not output_topic:
         return spec
     topics = replace(spec.topics, raw=raw_topic or spec.topics.raw, output=output_topic or spec.topics.output)
-    return PipelineSpec(topics, spec.fields, spec.metrics, spec.source)
+    return replace(spec, topics=topics)
 
 
 def open_case(
@@ -204,7 +204,7 @@ def load_range(case: Case) -> RawView:
     )
     events, quarantine = validate(raw.frame(), spec)
     in_range = events.filter(pl.col("ts").is_between(case.from_ms, case.to_ms, closed="left"))
-    quality = dedup(in_range, quarantine=quarantine, fields=spec.fields)
+    quality = dedup(in_range, quarantine=quarantine, fields=spec.layout)
     outputs, outputs_bad, _ = originals_for_range(spec, case.from_ms, case.to_ms, settings=case.settings)
     return RawView(case, raw, quality.events, in_range, quarantine, quality, outputs, outputs_bad)
 

@@ -19,12 +19,14 @@ from typing import Any
 
 import polars as pl
 
-from recovery.frames import EVENTS, QUARANTINE, concat_or_empty, conform, empty
+from recovery.formats import KEY_SEPARATOR, EventsSpec, get_path, parse_path
+from recovery.frames import EVENT_BASE, QUARANTINE, concat_or_empty, conform, empty, events_like
 from recovery.metrics.recompute import order_by_event_time
+from recovery.records.events import as_fields, decode_json
 from recovery.records.validate import require_columns
 from recovery.spec import FieldsSpec
 
-CONTENT = ("key", "seq", "ts", "price", "volume")
+CONTENT = ("key", "seq", "ts")  # plus the value columns: what two copies of one event must agree on
 
 # A run of seqs of one key that no valid or quarantined record carries: lost upstream. ``malformed_nearby``
 # counts quarantined records of the key whose seq is unreadable and which sit between the gap's neighbours
@@ -140,7 +142,9 @@ def _sorted_by_key_and(frame: pl.DataFrame, column: str) -> pl.DataFrame:
 
 def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(unique EVENTS in arrival order, DUPLICATES): the first copy of each event_id by (partition, offset) wins."""
-    arrived = _in_arrival_order(conform(events, EVENTS))
+    schema = events_like(events.columns)
+    arrived = _in_arrival_order(conform(events, schema))
+    content = [*CONTENT, *(c for c in schema.names() if c not in EVENT_BASE)]
     first = pl.col("event_id").is_first_distinct()
     if arrived.select(first.all()).item() if arrived.height else True:
         return arrived, empty(DUPLICATES)
@@ -151,17 +155,23 @@ def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         "event_id",
         pl.col("partition").alias("kept_partition"),
         pl.col("offset").alias("kept_offset"),
-        *[pl.col(c).alias(f"_kept_{c}") for c in CONTENT],
+        *[pl.col(c).alias(f"_kept_{c}") for c in content],
     )
     joined = dropped.join(originals, on="event_id", how="left")
-    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_kept_{c}")) for c in CONTENT])
+    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_kept_{c}")) for c in content])
     duplicates = joined.with_columns(differs.alias("conflicting")).sort("partition", "offset")
     return kept, conform(duplicates, DUPLICATES)
 
 
-def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | None = None) -> pl.DataFrame:
+def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | EventsSpec | None = None) -> pl.DataFrame:
     """(key, seq, ts, partition, offset, timestamp_ms) of quarantined records; seq and ts (the event time) are
-    null where the raw value does not show them."""
+    null where the raw value does not show them (no rows when the events carry no seq)."""
+    if isinstance(fields, EventsSpec):
+        if fields.seq is None:
+            return pl.DataFrame(schema=_SEEN_SCHEMA)
+        if not fields.is_flat_legacy:
+            return _quarantined_seqs_nested(quarantine, fields)
+        fields = as_fields(fields)
     fields = fields or FieldsSpec()
     schema = {
         "key": pl.String,
@@ -187,6 +197,41 @@ def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | None = None)
     return found.filter(pl.col("key").is_not_null()).cast(schema)  # type: ignore[arg-type]
 
 
+_SEEN_SCHEMA = pl.Schema(
+    {
+        "key": pl.String,
+        "seq": pl.Int64,
+        "ts": pl.Int64,
+        "partition": pl.Int32,
+        "offset": pl.Int64,
+        "timestamp_ms": pl.Int64,
+    }
+)
+
+
+def _quarantined_seqs_nested(quarantine: pl.DataFrame, layout: EventsSpec) -> pl.DataFrame:
+    """:func:`quarantined_seqs` for layouts other than flat JSON: each (rare) quarantined value parsed alone."""
+    assert layout.seq is not None
+    seq_path = parse_path(layout.seq, "")
+    time_path = parse_path(layout.time, "") if layout.time is not None and layout.time_unit == "ms" else None
+    key_paths = [parse_path(p, "") for p in layout.key]
+    rows = []
+    for key, value, partition, offset, ts in (
+        conform(quarantine, QUARANTINE).select("key", "value", "partition", "offset", "timestamp_ms").iter_rows()
+    ):
+        data = decode_json(value.encode() if value else None)
+        seq = get_path(data, seq_path) if isinstance(data, dict) else None
+        parts = [get_path(data, p) for p in key_paths] if isinstance(data, dict) else []
+        if parts and all(isinstance(p, str) and p or isinstance(p, int) and not isinstance(p, bool) for p in parts):
+            key = KEY_SEPARATOR.join(str(p) for p in parts)
+        when = get_path(data, time_path) if isinstance(data, dict) and time_path is not None else None
+        ok_seq = isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**62
+        ok_time = isinstance(when, int) and not isinstance(when, bool) and 0 <= when < 2**62
+        if key is not None:
+            rows.append((key, seq if ok_seq else None, when if ok_time else None, partition, offset, ts))
+    return pl.DataFrame(rows, schema=_SEEN_SCHEMA, orient="row")
+
+
 def seq_gaps(
     events: pl.DataFrame, quarantined: pl.DataFrame | None = None, coverage: Coverage | None = None
 ) -> pl.DataFrame:
@@ -198,6 +243,7 @@ def seq_gaps(
     """
     # _lo: the event time a run after this seq starts at or after (unknown for a quarantined record);
     # _hi: a time this seq's event happened at or before (a quarantined record's Kafka timestamp)
+    events = events.filter(pl.col("seq").is_not_null())  # events without a seq (the layout has none) have no gaps
     seen = events.select("key", "seq", "partition", "offset", pl.col("ts").alias("_lo"), pl.col("ts").alias("_hi"))
     unreadable = None
     if quarantined is not None and quarantined.height:
@@ -345,7 +391,7 @@ def dedup(
     events: pl.DataFrame,
     *,
     quarantine: pl.DataFrame | None = None,
-    fields: FieldsSpec | None = None,
+    fields: FieldsSpec | EventsSpec | None = None,
     coverage: Coverage | None = None,
 ) -> DedupResult:
     """Unique events ordered per key by (ts, seq), with duplicates, seq gaps and quality figures.
@@ -355,7 +401,7 @@ def dedup(
     """
     grouped = KeyGroupDedup(events, quarantine=quarantine, fields=fields, coverage=coverage)
     ordered = [group for group in grouped.groups()]
-    return grouped.result(events=ordered[0] if ordered else order_by_event_time(empty(EVENTS)))
+    return grouped.result(events=ordered[0] if ordered else order_by_event_time(empty(events_like(events.columns))))
 
 
 class KeyGroupDedup:
@@ -372,16 +418,18 @@ class KeyGroupDedup:
         events: pl.DataFrame | pl.LazyFrame,
         *,
         quarantine: pl.DataFrame | None = None,
-        fields: FieldsSpec | None = None,
+        fields: FieldsSpec | EventsSpec | None = None,
         max_rows: int | None = None,
         coverage: Coverage | None = None,
     ) -> None:
         if quarantine is not None:
             require_columns(quarantine, QUARANTINE, "QUARANTINE")
+        schema = events_like(events.collect_schema() if isinstance(events, pl.LazyFrame) else events.schema)
         if isinstance(events, pl.DataFrame):
-            require_columns(events, EVENTS, "EVENTS")
+            require_columns(events, schema, "EVENTS")
         lazy = events.lazy() if isinstance(events, pl.DataFrame) else events
-        lazy = lazy.select([pl.col(name).cast(dtype) for name, dtype in EVENTS.items()])
+        lazy = lazy.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+        self.schema = schema
         seqs = quarantined_seqs(quarantine, fields) if quarantine is not None else None
         group = _key_groups(lazy, max_rows)
         self._pending: list[tuple[pl.DataFrame | pl.LazyFrame, pl.DataFrame | None]]
@@ -433,7 +481,7 @@ class KeyGroupDedup:
         by_partition = _stats(marks, duplicates, gaps, "partition", homes)
         if events is not None:
             return DedupResult(events, duplicates, gaps, by_key, by_partition)
-        return DedupResult(empty(EVENTS), duplicates, gaps, by_key, by_partition, self.event_count)
+        return DedupResult(empty(self.schema), duplicates, gaps, by_key, by_partition, self.event_count)
 
 
 def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | None:
@@ -457,5 +505,5 @@ def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | No
 
 def lateness(events: pl.DataFrame) -> pl.DataFrame:
     """Per event: partition, key, event time and lateness (Kafka timestamp - event time), for histograms."""
-    frame = conform(events, EVENTS)
+    frame = conform(events, events_like(events.columns))
     return frame.select("partition", "key", "ts", (pl.col("timestamp_ms") - pl.col("ts")).alias("lateness_ms"))

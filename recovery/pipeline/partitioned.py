@@ -29,7 +29,17 @@ import polars as pl
 
 from recovery.errors import ConfigError
 from recovery.fixes.fixset import corrections_from
-from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, OUTPUTS, QUARANTINE, RESULTS, concat_or_empty, empty
+from recovery.frames import (
+    COMPARISON,
+    CORRECTIONS,
+    EVENTS,
+    OUTPUTS,
+    QUARANTINE,
+    RESULTS,
+    concat_or_empty,
+    empty,
+    events_schema,
+)
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
@@ -119,13 +129,14 @@ def _in_offset_order(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFr
 class OutputSink(SpoolSink):
     """Decodes each replayed batch of the output topic as it arrives and spools the results."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, spec: PipelineSpec | None = None) -> None:
         super().__init__(spool)
+        self.spec = spec
         self.keys: set[str] = set()
         self.metrics: set[str] = set()
 
     def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
-        outputs, bad = decode_outputs(frame)
+        outputs, bad = decode_outputs(frame, self.spec)
         self.spool.write(outputs)
         self.keys.update(outputs.get_column("key").unique().drop_nulls().to_list())
         self.metrics.update(outputs.get_column("metric").unique().drop_nulls().to_list())
@@ -188,27 +199,27 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         task.raw_source,
         task.from_ms,
         spec.lookback_events,
-        spec.fields,
+        spec.layout,
         None,
         BATCH_RECORDS,
         "raw",
         task.client,
         task.to_ms,
     )
-    events = Spool(task.work_dir, "events", p, EVENTS)
+    events = Spool(task.work_dir, "events", p, events_schema(spec.value_fields))
     events_sink = EventSink(spec, task.from_ms, task.to_ms + task.slack_ms, events)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
     out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
-    out_sink = OutputSink(originals)
+    out_sink = OutputSink(originals, spec)
     outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
     grouped = KeyGroupDedup(
         events.lazy(),
         quarantine=quarantine,
-        fields=spec.fields,
+        fields=spec.layout,
         max_rows=None if task.emulate_grace else GROUP_ROWS,
         coverage=Coverage({p: raw_read.coverage}, task.to_ms),
     )
@@ -420,7 +431,7 @@ def _merge(
     outcomes: list[PartitionOutcome], raw_snap: Snapshot, out_snap: Snapshot, work_dir: Path, elapsed: float
 ) -> PartitionedRecovery:
     quality = DedupResult(
-        empty(EVENTS),
+        empty(EVENTS),  # the merged result keeps no events (they stay in the partitions' parts)
         concat_or_empty([o.quality.duplicates for o in outcomes], DUPLICATES).sort("partition", "offset"),
         concat_or_empty([o.quality.gaps for o in outcomes], GAPS),
         concat_or_empty([o.quality.by_key for o in outcomes], KEY_STATS).sort("key"),

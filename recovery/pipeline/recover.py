@@ -376,6 +376,8 @@ def recover(
         )
     if found is None:
         found = _in_memory(spec, rng, raw, out, settings, opts, timings)
+    if spec.layout.seq is None:
+        notes.append("the events carry no seq ([events] seq): events lost upstream cannot be detected as gaps")
     found.notes[:0] = notes
     truth, outputs = found.truth, found.outputs
     facts = RunFacts(

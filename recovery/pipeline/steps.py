@@ -128,7 +128,7 @@ def truth_for_range(
     check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
     events, quarantine = validate(records, spec)
     coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
-    quality = dedup(events, quarantine=quarantine, fields=spec.fields, coverage=coverage)
+    quality = dedup(events, quarantine=quarantine, fields=spec.layout, coverage=coverage)
     results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
     return Truth(results, quality, quarantine, raw)
 
@@ -158,7 +158,7 @@ def originals_for_range(
         quiet=quiet,
         client=client,
     )
-    originals, bad = decode_outputs(outputs.frame())
+    originals, bad = decode_outputs(outputs.frame(), spec)
     check_metric_names(spec, originals, out_source.describe())
     return originals, bad, outputs
 

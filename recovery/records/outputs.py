@@ -21,6 +21,8 @@ import polars as pl
 from recovery.frames import OUTPUTS, QUARANTINE, RECORDS, conform, empty
 from recovery.metrics.windows import LIVE_RESULTS
 from recovery.records.events import BAD_JSON, BAD_VALUE, EMPTY, ENCODING, MISSING, NOT_OBJECT, WRONG_TYPE, display_value
+from recovery.records.layout_outputs import OutputLayout
+from recovery.spec import PipelineSpec
 
 FIELDS: tuple[str, ...] = (
     "metric",
@@ -166,11 +168,15 @@ def _decode_fast(rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([decoded, where], how="horizontal").select(*OUTPUTS.names(), "_row")
 
 
-def decode_outputs(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def decode_outputs(records: pl.DataFrame, spec: PipelineSpec | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(OUTPUTS, QUARANTINE) from records of the output topic (RECORDS frame); never raises on bad records.
 
-    Rows keep the input order. Records in the canonical layout are decoded in bulk; the rest one by one.
+    Rows keep the input order. With a ``spec`` whose ``[outputs]`` describes a layout of the team's own, records
+    are decoded in that layout (:class:`recovery.records.layout_outputs.OutputLayout`); otherwise they are the
+    toolkit's own output records: those in the canonical layout are decoded in bulk, the rest one by one.
     """
+    if spec is not None and not spec.outputs.legacy:
+        return OutputLayout(spec).decode(records)
     if records.height == 0:
         return empty(OUTPUTS), empty(QUARANTINE)
     frame = conform(records, RECORDS).with_row_index("_row")

@@ -18,8 +18,9 @@ from typing import Any
 import polars as pl
 
 from recovery.errors import DataError
-from recovery.frames import EVENTS, QUARANTINE, RECORDS, conform, empty
-from recovery.records.events import display_value, parse_event, reason_category
+from recovery.formats import EventsSpec
+from recovery.frames import EVENTS, QUARANTINE, RECORDS, conform, empty, events_schema
+from recovery.records.events import as_fields, display_value, parse_event, reason_category
 from recovery.spec import FieldsSpec, PipelineSpec
 
 # canonical column -> kind of JSON value it must hold
@@ -128,12 +129,28 @@ def _utf8_or_none(value: bytes | None) -> str | None:
         return None
 
 
-def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split RECORDS into valid EVENTS and QUARANTINE (each in record order); never raises on bad data."""
-    fields = spec.fields if isinstance(spec, PipelineSpec) else spec
+def event_layout(spec: PipelineSpec | FieldsSpec | EventsSpec) -> EventsSpec:
+    """The events' layout of a spec, of a ``[fields]`` table or itself."""
+    if isinstance(spec, PipelineSpec):
+        return spec.layout
+    return spec.events() if isinstance(spec, FieldsSpec) else spec
+
+
+def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec | EventsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split RECORDS into valid EVENTS and QUARANTINE (each in record order); never raises on bad data.
+
+    The events have the layout's value columns (``events_schema``). The toolkit's own flat tick layout is
+    validated in bulk; other layouts record by record.
+    """
+    layout = event_layout(spec)
     require_columns(records, RECORDS, "RECORDS")
+    schema = events_schema(layout.value_columns)
     if records.height == 0:
-        return empty(EVENTS), empty(QUARANTINE)
+        return empty(schema), empty(QUARANTINE)
+    if not layout.is_flat_legacy:
+        checked, bad = _check_rows(records.select(list(RECORDS)).with_row_index("_row"), layout, schema)
+        return conform(checked.drop("_row"), schema), conform(bad.drop("_row"), QUARANTINE)
+    fields = as_fields(layout)
     rows = _with_text(records.select(list(RECORDS)).with_row_index("_row"))
     gate = pl.all_horizontal(
         pl.col("_text").str.contains(FLAT_OBJECT_RE),
@@ -161,25 +178,27 @@ def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec) -> tuple[pl
         )
         suspects.append(chunk.filter(~pl.col("_ok")).select(rows.columns))
     fallback = pl.concat([frame.select("_row", *RECORDS) for frame in suspects])
-    checked_events, quarantined = _check_rows(fallback, fields)
+    checked_events, quarantined = _check_rows(fallback, fields, EVENTS)
     events = pl.concat([*valid_chunks, checked_events], how="vertical_relaxed").sort("_row")
     quarantine = quarantined.sort("_row").drop("_row")
     return conform(events, EVENTS), conform(quarantine, QUARANTINE)
 
 
-def _check_rows(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Apply the per-record rules to the few rows the bulk pass could not accept."""
+def _check_rows(
+    rows: pl.DataFrame, layout: FieldsSpec | EventsSpec, schema: pl.Schema
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the per-record rules (to the few rows the bulk pass could not accept, or to every row)."""
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     for row in rows.iter_rows(named=True):
-        parsed = parse_event(row["value"], fields)
+        parsed = parse_event(row["value"], layout, row["timestamp_ms"])
         where = {k: row[k] for k in ("_row", "partition", "offset", "timestamp_ms")}
         if isinstance(parsed, dict):
             good.append({**where, **parsed})
         else:
             key = None if row["key"] is None else display_value(row["key"])
             bad.append({**where, "key": key, "value": display_value(row["value"]), "reason": parsed})
-    good_schema = pl.Schema([("_row", pl.UInt32), *EVENTS.items()])
+    good_schema = pl.Schema([("_row", pl.UInt32), *schema.items()])
     bad_schema = pl.Schema([("_row", pl.UInt32), *QUARANTINE.items()])
     return pl.DataFrame(good, schema=good_schema), pl.DataFrame(bad, schema=bad_schema)
 

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 
 from recovery.errors import ConfigError, DataError
+from recovery.formats import EventsSpec
 from recovery.frames import RECORDS, empty
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.records.validate import validate
@@ -115,7 +116,7 @@ class PartitionJob:
     source: Source
     from_ms: int | None
     lookback_events: int
-    fields: FieldsSpec | None
+    fields: FieldsSpec | EventsSpec | None
     out_dir: str | None
     batch_records: int
     label: str
@@ -139,7 +140,7 @@ class _LookbackNeed:
     (seq 1) was read: then it has no earlier events.
     """
 
-    def __init__(self, from_ms: int, to_ms: int | None, events_needed: int, fields: FieldsSpec) -> None:
+    def __init__(self, from_ms: int, to_ms: int | None, events_needed: int, fields: FieldsSpec | EventsSpec) -> None:
         self.from_ms = from_ms
         self.to_ms = to_ms
         self.needed = events_needed
@@ -345,7 +346,7 @@ def replay(
         source,
         from_ms,
         lb_events,
-        spec.fields if spec else None,
+        spec.layout if spec else None,
         str(directory) if directory else None,
         batch_records,
         label(source),

@@ -33,6 +33,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from recovery.errors import BrokerError
+from recovery.formats import EventsSpec
 from recovery.kafka.client import DEFAULT_CLIENT
 from recovery.kafka.clients import admin, guarded, new_consumer
 from recovery.replay.bounded import (
@@ -103,7 +104,7 @@ def replay_group(
     from_ms: int | None,
     to_ms: int | None,
     offsets: Mapping[int, tuple[int | None, int | None]] | None,
-    fields: FieldsSpec | None,
+    fields: FieldsSpec | EventsSpec | None,
     lookback_ms: int,
     lookback_events: int,
     slack_ms: int,

@@ -1,0 +1,200 @@
+"""Output records in a team's own layout (``[outputs]``): decoding what its job published, and encoding
+corrections the same way so downstream needs no new parser.
+
+The toolkit's own output record stays in :mod:`recovery.records.outputs` (bulk-decoded); a layout described
+by ``[outputs]`` is decoded record by record here into the same OUTPUTS rows (key, metric, window, time_ms,
+value + where it was published). One record may carry several metrics (``metrics = { name = path }``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from recovery.formats import KEY_SEPARATOR, OutputsSpec, get_path, has_path, parse_path
+from recovery.frames import CORRECTIONS, OUTPUTS, QUARANTINE, RECORDS, conform, empty
+from recovery.records.events import (
+    BAD_VALUE,
+    MISSING,
+    NOT_OBJECT,
+    WRONG_TYPE,
+    decode_json,
+    display_value,
+)
+from recovery.spec import MetricSpec, PipelineSpec
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(raw: Any, unit: str, path: str) -> int | str:
+    """A time field in epoch ms (``unit`` ms, s or iso), or why not."""
+    if isinstance(raw, bool) or raw is None:
+        return f"{WRONG_TYPE}: {path} must be a time, got {type(raw).__name__}"
+    if unit == "iso":
+        if not isinstance(raw, str):
+            return f"{WRONG_TYPE}: {path} must be an ISO-8601 string, got {type(raw).__name__}"
+        try:
+            parsed = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
+        except ValueError:
+            return f"{BAD_VALUE}: {path} is not ISO-8601: {raw[:40]!r}"
+        parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        delta = parsed - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if not isinstance(raw, int | float):
+        return f"{WRONG_TYPE}: {path} must be a number, got {type(raw).__name__}"
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return f"{BAD_VALUE}: {path} is {raw}"
+    ms = raw * 1000 if unit == "s" else raw
+    if isinstance(ms, float):
+        ms = round(ms)
+    if not -(2**62) < ms < 2**62:
+        return f"{BAD_VALUE}: {path} does not fit 64 bits"
+    return int(ms)
+
+
+class OutputLayout:
+    """Decodes and encodes records of one ``[outputs]`` layout for the metrics of a spec."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self.layout: OutputsSpec = spec.outputs
+        lay = self.layout
+        self.key_paths = [parse_path(p, "") for p in lay.key]
+        self.window_path = parse_path(lay.window or lay.window_end or "", "")
+        self.time_path = parse_path(lay.time, "") if lay.time is not None else None
+        self.metric_path = parse_path(lay.metric, "") if lay.metric is not None else None
+        self.value_path = parse_path(lay.value, "") if lay.value is not None else None
+        self.metric_paths = {name: parse_path(path, "") for name, path in lay.metrics.items()}
+        self.metrics: dict[str, MetricSpec] = {m.name: m for m in spec.metrics}
+
+    def _window_start(self, raw: Any, metric: MetricSpec | None) -> int | str:
+        lay = self.layout
+        if metric is not None and not metric.is_windowed and lay.window is not None:
+            # a count window is named by its seq (an integer) whatever the unit of time fields
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            return f"{WRONG_TYPE}: {lay.window} must be an integer (the seq), got {type(raw).__name__}"
+        found = _ms(raw, lay.window_unit, lay.window or lay.window_end or "")
+        if isinstance(found, str) or lay.window_end is None:
+            return found
+        if metric is None or not metric.is_windowed or metric.window_ms is None:
+            return f"{BAD_VALUE}: window_end needs a time-window metric"
+        return found - metric.window_ms
+
+    def decode_object(self, data: Any, timestamp_ms: int) -> list[dict[str, Any]] | str:
+        """The results one decoded record holds, or why it holds none."""
+        if not isinstance(data, dict):
+            return f"{NOT_OBJECT}: got {type(data).__name__}"
+        parts = [get_path(data, p) for p in self.key_paths]
+        absent = [path for path, part in zip(self.layout.key, parts, strict=True) if part is None]
+        if absent:
+            return f"{MISSING}: {', '.join(absent)}"
+        for path, part in zip(self.layout.key, parts, strict=True):
+            if not (isinstance(part, str) or isinstance(part, int) and not isinstance(part, bool)):
+                return f"{WRONG_TYPE}: {path} must be a string or an integer, got {type(part).__name__}"
+        key = KEY_SEPARATOR.join(str(p) for p in parts)
+        raw_window = get_path(data, self.window_path)
+        if raw_window is None:
+            return f"{MISSING}: {self.layout.window or self.layout.window_end}"
+        if self.metric_path is not None:
+            name = get_path(data, self.metric_path)
+            if not isinstance(name, str) or not name:
+                return f"{WRONG_TYPE}: {self.layout.metric} must name a metric"
+            assert self.value_path is not None
+            pairs = [(name, get_path(data, self.value_path))]
+        else:
+            # a record may carry only some of the metrics (a correction of one of them): absent is not null
+            pairs = [(name, get_path(data, path)) for name, path in self.metric_paths.items() if has_path(data, path)]
+        rows = []
+        for name, raw_value in pairs:
+            metric = self.metrics.get(name)
+            window = self._window_start(raw_window, metric)
+            if isinstance(window, str):
+                return window
+            if raw_value is not None:
+                if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
+                    return f"{WRONG_TYPE}: the value of {name} must be a number or null"
+                raw_value = float(raw_value)
+                if not math.isfinite(raw_value):
+                    return f"{BAD_VALUE}: the value of {name} is {raw_value}"
+            if self.time_path is not None:
+                when = _ms(get_path(data, self.time_path), self.layout.window_unit, self.layout.time or "")
+                if isinstance(when, str):
+                    return when
+            elif metric is not None and not metric.is_windowed:
+                when = timestamp_ms
+            else:
+                when = window
+            rows.append({"key": key, "metric": name, "window": window, "time_ms": when, "value": raw_value})
+        return rows
+
+    def decode(self, records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(OUTPUTS, QUARANTINE) of output records in this layout, in record order; never raises on bad records."""
+        if records.height == 0:
+            return empty(OUTPUTS), empty(QUARANTINE)
+        good: list[dict[str, Any]] = []
+        bad: list[tuple[Any, ...]] = []
+        for partition, offset, ts, key, value in conform(records, RECORDS).iter_rows():
+            data = decode_json(value)
+            found = data if isinstance(data, str) else self.decode_object(data, ts)
+            if isinstance(found, str):
+                bad.append((partition, offset, ts, display_value(key), display_value(value), found))
+                continue
+            for row in found:
+                good.append({**row, "partition": partition, "offset": offset, "timestamp_ms": ts})
+        outputs = pl.DataFrame(good, schema=OUTPUTS) if good else empty(OUTPUTS)
+        return outputs, pl.DataFrame(bad, schema=QUARANTINE, orient="row")
+
+    def encode(self, corrections: pl.DataFrame) -> list[tuple[bytes, bytes | None]]:
+        """(record key, value) per correction in this layout; a retraction is a tombstone or a flagged record.
+
+        Records that carry several metrics are written with only the corrected metric's field set.
+        """
+        out: list[tuple[bytes, bytes | None]] = []
+        lay = self.layout
+        for key, metric, window, time_ms, action, value, _reason in conform(corrections, CORRECTIONS).iter_rows():
+            record_key = key.encode()
+            if action == "retract" and lay.retraction == "tombstone":
+                out.append((record_key, None))
+                continue
+            doc: dict[str, Any] = {}
+            parts = key.split(KEY_SEPARATOR, len(self.key_paths) - 1)
+            for path, part in zip(self.key_paths, parts, strict=False):
+                _put(doc, path, part)
+            spec_metric = self.metrics.get(metric)
+            if lay.window_end is not None and spec_metric is not None and spec_metric.window_ms is not None:
+                _put(doc, self.window_path, _time_out(window + spec_metric.window_ms, lay.window_unit))
+            elif spec_metric is not None and not spec_metric.is_windowed:
+                _put(doc, self.window_path, window)
+            else:
+                _put(doc, self.window_path, _time_out(window, lay.window_unit))
+            if self.time_path is not None:
+                _put(doc, self.time_path, _time_out(time_ms, lay.window_unit))
+            if self.metric_path is not None:
+                assert self.value_path is not None
+                _put(doc, self.metric_path, metric)
+                _put(doc, self.value_path, value)
+            else:
+                _put(doc, self.metric_paths[metric], value)
+            if action == "retract":
+                _put(doc, parse_path(lay.retraction_flag, ""), True)
+            out.append((record_key, json.dumps(doc, separators=(",", ":")).encode()))
+        return out
+
+
+def _time_out(ms: int, unit: str) -> Any:
+    if unit == "iso":
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if unit == "s":
+        return ms // 1000 if ms % 1000 == 0 else ms / 1000
+    return ms
+
+
+def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        doc = doc.setdefault(part, {})
+    doc[path[-1]] = value
