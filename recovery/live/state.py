@@ -13,23 +13,20 @@ from typing import Any
 
 import polars as pl
 
-from recovery.errors import ConfigError
+from recovery.errors import ConfigError, SpecError
 from recovery.frames import RECORDS, events_schema
 from recovery.live.hooks import BugHook, CrashHook
+from recovery.metrics.aggregations import value_expr
+from recovery.metrics.counts import count_window_exprs, position_in_group, window_id
 from recovery.metrics.windows import (
     LIVE_RESULTS,
     SHORT_WINDOW,
-    TAIL,
     empty_windows,
-    first_open_start,
-    is_late,
+    grid_of,
     merge_windows,
-    pane_ms,
     pane_sums,
-    position_in_group,
-    sma_exprs,
+    tail_schema,
     watermark_seen_before,
-    window_value,
     windows_from_panes,
 )
 from recovery.records.events import parse_event, reason_category
@@ -45,21 +42,32 @@ class LiveState:
     """What the live worker keeps between polled batches, and the processing of one batch.
 
     ``process`` takes valid events in arrival order (rows of a partition in offset order) and returns the
-    results to publish now (LIVE_RESULTS): an sma per event, and every time window the batch closed. The
-    state (sma tails, open windows, max event time per partition) lives only in memory: a restarted worker
-    starts cold, as a real one would.
+    results to publish now (LIVE_RESULTS): a count-window result per event, and every tumbling or hopping
+    window the batch closed. The state (count-window tails, partials of open windows, max event time per
+    partition) lives only in memory: a restarted worker starts cold, as a real one would. Session windows
+    and user functions are not run live (they would need every event of an open session or key): a spec
+    with one is refused.
     """
 
     def __init__(self, spec: PipelineSpec) -> None:
+        refused = [m.name for m in spec.metrics if m.agg == "function" or m.window_kind == "session"]
+        if refused:
+            raise SpecError(
+                f"the live worker cannot run metric(s) {', '.join(refused)}: session windows and user functions "
+                "are recomputed only",
+                path=spec.source,
+                hint="run them in your own pipeline; recovery recomputes them from the raw events",
+            )
         self.spec = spec
-        self.sma_metrics = tuple(m for m in spec.metrics if m.kind == "sma")
+        self.sma_metrics = tuple(m for m in spec.metrics if m.window_kind == "count")
         self.window_metrics = tuple(m for m in spec.metrics if m.is_windowed)
         self.tail_n = max((m.n or 1 for m in self.sma_metrics), default=1) - 1
+        self.tail = tail_schema(spec)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (a cold start)."""
-        self.tails = pl.DataFrame(schema=TAIL)
+        self.tails = pl.DataFrame(schema=self.tail)
         self.open = {m.name: empty_windows(m, with_offsets=True) for m in self.window_metrics}
         self.max_ts: dict[int, int] = {}
         self.late = {m.name: 0 for m in self.window_metrics}
@@ -93,7 +101,7 @@ class LiveState:
 
     def _sma(self, batch: pl.DataFrame) -> pl.DataFrame:
         short = pl.col(SHORT_WINDOW) if SHORT_WINDOW in batch.columns else pl.lit(False)
-        new = batch.select(*TAIL, short.alias(SHORT_WINDOW), pl.lit(True).alias("_new"))
+        new = batch.select(*self.tail, short.alias(SHORT_WINDOW), pl.lit(True).alias("_new"))
         keys = new.get_column("key").unique()
         touched = self.tails.filter(pl.col("key").is_in(keys.implode()))
         kept = self.tails.filter(~pl.col("key").is_in(keys.implode()))
@@ -102,13 +110,13 @@ class LiveState:
         combined = combined.with_columns(position_in_group(pl.col("key")).alias("_pos"))
         parts = []
         for m in self.sma_metrics:
-            value, count = sma_exprs(m, pl.col("_pos"), pl.col(SHORT_WINDOW))
+            value, count = count_window_exprs(m, pl.col("_pos"), pl.col(SHORT_WINDOW))
             idx = pl.int_range(pl.len(), dtype=pl.Int64)
             parts.append(
                 combined.select(
                     pl.col("key"),
                     pl.lit(m.name, dtype=pl.String).alias("metric"),
-                    pl.col("seq").alias("window"),
+                    window_id().alias("window"),
                     pl.col("ts").alias("time_ms"),
                     value.alias("value"),
                     count.cast(pl.Int64).alias("count"),
@@ -121,7 +129,7 @@ class LiveState:
                 .drop("_new")
             )
         if self.tail_n > 0:
-            tails = combined.select(*TAIL).group_by("key", maintain_order=True).tail(self.tail_n)
+            tails = combined.select(*self.tail).group_by("key", maintain_order=True).tail(self.tail_n)
             self.tails = pl.concat([kept, tails])
         return pl.concat(parts)
 
@@ -133,14 +141,15 @@ class LiveState:
         late_any = pl.repeat(False, frame.height, eager=True)
         parts = []
         for m in self.window_metrics:
-            with_floor = frame.with_columns(first_open_start(pl.col("_seen") - m.grace_ms, m).alias("_floor"))
-            late = with_floor.select(is_late(pl.col("ts"), pl.col("_floor"), m)).to_series()
+            grid = grid_of(m)
+            with_floor = frame.with_columns(grid.first_open(pl.col("_seen") - m.grace_ms).alias("_floor"))
+            late = with_floor.select(grid.is_late(pl.col("ts"), pl.col("_floor"))).to_series()
             self.late[m.name] += int(late.sum())
             late_any = late_any | late
-            panes = pane_sums(with_floor.filter(~late), pane_ms(m), [m], floor="_floor", with_offsets=True)
-            fresh = windows_from_panes(panes, m, with_offsets=True)
+            panes = pane_sums(with_floor.filter(~late), grid, [m], floor="_floor", with_offsets=True)
+            fresh = windows_from_panes(panes, m, grid, with_offsets=True)
             merged = merge_windows([self.open[m.name], fresh], m, with_offsets=True)
-            closes = pl.col("window") + m.window_ms <= pl.col("partition").replace_strict(
+            closes = pl.col("end") <= pl.col("partition").replace_strict(
                 list(self.max_ts), [t - m.grace_ms for t in self.max_ts.values()], default=None, return_dtype=pl.Int64
             )
             flagged = merged.with_columns(closes.fill_null(False).alias("_closed"))
@@ -152,7 +161,7 @@ class LiveState:
                     pl.lit(m.name, dtype=pl.String).alias("metric"),
                     pl.col("window"),
                     pl.col("window").alias("time_ms"),
-                    window_value(m).cast(pl.Float64).alias("value"),
+                    value_expr(m).alias("value"),
                     pl.col("count"),
                     pl.col("partition"),
                     pl.col("first_offset"),

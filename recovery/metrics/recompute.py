@@ -1,9 +1,12 @@
 """Recompute truth: every metric of the spec over valid, deduplicated events, vectorised with polars.
 
 Truth is what a fault-free live worker would publish: each key's events in event-time order (ties by seq),
-every valid event included. ``emulate_grace=True`` instead applies the live worker's grace policy (events
-whose windows were all closed when they arrived, in offset order per partition, are dropped), which shows
-what the live worker published for time windows when nothing else went wrong.
+every valid event included. Count windows (:mod:`~recovery.metrics.counts`), tumbling and hopping windows
+(:mod:`~recovery.metrics.windows`), sessions (:mod:`~recovery.metrics.sessions`) and user functions
+(:mod:`~recovery.metrics.functions`) all run over the same ordered frame. ``emulate_grace=True`` instead
+applies the live worker's grace policy to tumbling and hopping windows (events whose windows were all closed
+when they arrived, in offset order per partition, are dropped), which shows what the live worker published
+for them when nothing else went wrong.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import polars as pl
 
 from recovery.errors import DataError
 from recovery.frames import RESULTS, conform, empty, events_schema
+from recovery.metrics.counts import count_window_results
+from recovery.metrics.functions import function_results
+from recovery.metrics.sessions import session_results
 from recovery.metrics.windows import (
-    common_pane_ms,
-    first_open_start,
-    is_late,
-    pane_ms,
+    grid_of,
+    pane_groups,
     pane_sums,
-    sma_results,
     watermark_seen_before,
+    window_end,
     window_results,
     windows_from_panes,
 )
@@ -73,27 +77,31 @@ def _check_range(from_ms: int | None, to_ms: int | None) -> None:
 
 
 def trim(results: pl.DataFrame, metric: MetricSpec, from_ms: int | None, to_ms: int | None) -> pl.DataFrame:
-    """Keep the results inside [from_ms, to_ms): sma by event time, time windows when fully inside."""
+    """Keep the results inside [from_ms, to_ms): count windows and per-key functions by event time, time
+    windows when fully inside, sessions when they start at or after ``from_ms`` and can take no event at or
+    after ``to_ms`` (last event + gap before it).
+    """
+    kind = metric.window_kind
+    lo, hi = pl.col("time_ms"), pl.col("time_ms")
+    if kind in ("tumbling", "hopping"):
+        lo, hi = pl.col("window"), window_end(pl.col("window"), metric) - 1
+    elif kind == "session":
+        assert metric.gap_ms is not None
+        lo, hi = pl.col("window"), pl.col("time_ms") + metric.gap_ms
     cond = pl.lit(True)
-    if metric.kind == "sma":
-        if from_ms is not None:
-            cond = cond & (pl.col("time_ms") >= from_ms)
-        if to_ms is not None:
-            cond = cond & (pl.col("time_ms") < to_ms)
-    else:
-        assert metric.window_ms is not None
-        if from_ms is not None:
-            cond = cond & (pl.col("window") >= from_ms)
-        if to_ms is not None:
-            cond = cond & (pl.col("window") + metric.window_ms <= to_ms)
+    if from_ms is not None:
+        cond = cond & (lo >= from_ms)
+    if to_ms is not None:
+        cond = cond & (hi < to_ms)
     return results.filter(cond)
 
 
 def _windows_with_grace(arrival: pl.DataFrame, metric: MetricSpec) -> pl.DataFrame:
-    with_floor = arrival.with_columns(first_open_start(pl.col("_seen") - metric.grace_ms, metric).alias("_floor"))
-    kept = with_floor.filter(~is_late(pl.col("ts"), pl.col("_floor"), metric))
-    panes = pane_sums(kept, pane_ms(metric), [metric], floor="_floor")
-    return windows_from_panes(panes, metric)
+    grid = grid_of(metric)
+    with_floor = arrival.with_columns(grid.first_open(pl.col("_seen") - metric.grace_ms).alias("_floor"))
+    kept = with_floor.filter(~grid.is_late(pl.col("ts"), pl.col("_floor")))
+    panes = pane_sums(kept, grid, [metric], floor="_floor")
+    return windows_from_panes(panes, metric, grid)
 
 
 def recompute(
@@ -110,9 +118,9 @@ def recompute(
     ``presorted``: the caller guarantees ``events`` are in event-time order per key (as :func:`dedup` returns
     them), which skips checking it.
 
-    Results are trimmed to [from_ms, to_ms) when given (sma by event time; time windows only when fully
-    inside); pass events from earlier (the lookback) so the first results in range are complete. Rows come
-    per metric in spec order, then by key, then by event time.
+    Results are trimmed to [from_ms, to_ms) when given (see :func:`trim`); pass events from earlier (the
+    lookback) so the first results in range are complete. Rows come per metric in spec order, then by key,
+    then by event time.
     """
     _check_range(from_ms, to_ms)
     schema = events_schema(spec.value_fields)
@@ -122,24 +130,31 @@ def recompute(
     frame = conform(events, schema)
     if frame.height == 0:
         return empty(RESULTS)
-    used = frame.select("key", "seq", "ts", *spec.value_fields)  # sort only what is used
+    functions = any(m.agg == "function" for m in spec.metrics)
+    values = sorted({c for m in spec.metrics for c in m.value_columns})
+    used = frame if functions else frame.select("key", "seq", "ts", *values)  # sort only what is used
     ordered = used if presorted else order_by_event_time(used)
     # one integer run id per key: every later "same key as the row before?" compares integers, not strings
     key = pl.col("key")
     ordered = ordered.with_columns((key != key.shift(1)).fill_null(True).cum_sum().alias(KEY_RUN))
     by_metric: dict[str, pl.DataFrame] = {}
     for m in spec.metrics:
-        if m.kind == "sma":
-            by_metric[m.name] = sma_results(ordered, m, group=KEY_RUN)
-    windowed = [m for m in spec.metrics if m.is_windowed]
+        if m.agg == "function":
+            by_metric[m.name] = function_results(ordered, m)
+        elif m.window_kind == "count":
+            by_metric[m.name] = count_window_results(ordered, m, group=KEY_RUN)
+        elif m.window_kind == "session":
+            by_metric[m.name] = session_results(ordered, m, group=KEY_RUN)
+    windowed = [m for m in spec.metrics if m.is_windowed and m.agg != "function"]
     if windowed and emulate_grace:
         arrival = order_by_arrival(frame)
         arrival = arrival.with_columns(watermark_seen_before(arrival).alias("_seen"))
         for m in windowed:
             by_metric[m.name] = window_results(_windows_with_grace(arrival, m), m)
     elif windowed:
-        panes = pane_sums(ordered, common_pane_ms(windowed), windowed, ordered=True, group=KEY_RUN)
-        for m in windowed:
-            by_metric[m.name] = window_results(windows_from_panes(panes, m), m)
+        for grid, group in pane_groups(windowed):
+            panes = pane_sums(ordered, grid, group, ordered=True, group=KEY_RUN)
+            for m in group:
+                by_metric[m.name] = window_results(windows_from_panes(panes, m, grid), m)
     parts = [trim(by_metric[m.name], m, from_ms, to_ms) for m in spec.metrics]
     return conform(pl.concat(parts), RESULTS)

@@ -57,7 +57,7 @@ def outputs_slack_ms(spec: PipelineSpec, slack_ms: int) -> int:
     """Kafka time to read of the output topic after the range: window results are published when the
     window closes (up to a window plus grace after its start), and late events arrive up to ``slack_ms`` late.
     """
-    return slack_ms + max((m.window_ms or 0) + m.grace_ms for m in spec.metrics)
+    return slack_ms + max(m.lookback_ms for m in spec.metrics)
 
 
 FrameOrLoader = pl.DataFrame | Callable[[], pl.DataFrame]

@@ -13,8 +13,7 @@ from recovery.metrics.windows import (
     NO_FLOOR,
     SHORT_WINDOW,
     common_pane_ms,
-    first_open_start,
-    is_late,
+    grid_of,
     last_window_start,
     pane_ms,
 )
@@ -51,21 +50,23 @@ def live_rows(*row: tuple[Any, ...]) -> pl.DataFrame:
 @pytest.mark.parametrize("metric", [HOP, ODD])
 def test_window_assignment_matches_the_definition(ts: int, metric: MetricSpec) -> None:
     assert metric.hop_ms is not None and metric.window_ms is not None
-    latest = pl.select(last_window_start(pl.lit(ts), metric.hop_ms)).item()
+    grid = grid_of(metric)
+    latest = pl.select(last_window_start(pl.lit(ts), metric)).item()
     starts = starts_of(ts, metric)
     assert latest == starts[0]
     assert all(s % metric.hop_ms == 0 and s <= ts < s + metric.window_ms for s in starts)
     # a window is open while its end is after the watermark
     for watermark in (ts - 400, ts - 1, ts, ts + 7, ts + 300):
-        floor = pl.select(first_open_start(pl.lit(watermark), metric)).item()
+        floor_pane = pl.select(grid.first_open(pl.lit(watermark))).item()
+        floor = floor_pane * grid.pane_ms
         assert floor % metric.hop_ms == 0
         assert floor + metric.window_ms > watermark >= floor - metric.hop_ms + metric.window_ms
-        late = pl.select(is_late(pl.lit(ts), pl.lit(floor), metric)).item()
+        late = pl.select(grid.is_late(pl.lit(ts), pl.lit(floor_pane))).item()
         assert late == all(s + metric.window_ms <= watermark for s in starts)
 
 
 def test_no_watermark_means_nothing_is_closed() -> None:
-    assert pl.select(first_open_start(pl.lit(None, dtype=pl.Int64), HOP)).item() == NO_FLOOR
+    assert pl.select(grid_of(HOP).first_open(pl.lit(None, dtype=pl.Int64))).item() == NO_FLOOR
 
 
 def test_pane_widths() -> None:
