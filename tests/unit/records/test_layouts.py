@@ -216,3 +216,18 @@ def test_todays_spec_is_unchanged_by_the_layouts() -> None:
     assert set(spec.to_dict()) == {"topics", "fields", "metrics"}
     assert spec.layout.is_flat_legacy
     assert spec.value_fields == ("price", "volume")
+
+
+def test_the_readme_spec_of_a_team_pipeline_loads() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Recover your own pipeline") :]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    spec = PipelineSpec.from_dict(tomllib.loads(block.group(1)))
+    assert spec.metric_names == ["revenue_5m", "orders_5m"]
+    assert spec.layout.key == ("shop.merchant", "shop.region")
+    assert spec.outputs.metrics == {"revenue_5m": "revenue", "orders_5m": "orders"}
