@@ -44,7 +44,7 @@ def test_round_trip_through_dict_keeps_spec_and_digest() -> None:
         (spec_dict(hop_ms=0), "hop_ms must be >= 1"),
         (spec_dict(window_ms=0), "needs window_ms >= 1"),
         (spec_dict(kind="median"), "unknown kind 'median'"),
-        (spec_dict(field="size"), "field .size. is not a value column of the events"),
+        (spec_dict(field="size"), "field must be one of price, volume, got .size."),
         ({"metrics": [{"name": "s", "kind": "sma", "n": 0}]}, r"sma needs n >= 1"),
         ({"metrics": [{"name": "s", "kind": "sma", "n": True}]}, r"sma needs n >= 1"),
         ({"metrics": [{"name": "s", "kind": "sma", "n": 3, "window_ms": 5}]}, "sma is count-based"),
