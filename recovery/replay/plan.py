@@ -12,10 +12,11 @@ from typing import Any
 import polars as pl
 from kafka import TopicPartition
 
-from recovery.errors import ConfigError
+from recovery.errors import ConfigError, DataError
 from recovery.kafka.clients import consumer, guarded
 from recovery.kafka.topics import partitions_for
 from recovery.source import FileSource, KafkaSource, Source
+from recovery.timerange import format_ms
 
 DEFAULT_SLACK_MS = 5 * 60_000  # Kafka time read after `to`: events up to this late still count
 
@@ -77,6 +78,8 @@ def plan(
     if isinstance(source, KafkaSource):
         bounds = _kafka_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
     else:
+        if offsets is None:
+            check_archive_covers(source, from_ms, to_ms, lookback_ms, lookback_events, slack_ms)
         bounds = _file_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
     plans = []
     for p, (log_start, log_end, start, end) in sorted(bounds.items()):
@@ -133,6 +136,45 @@ def _kafka_bounds(
             log_end[tp] if end is None else end,
         )
     return bounds
+
+
+def check_archive_covers(
+    source: FileSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    lookback_events: int,
+    slack_ms: int,
+) -> None:
+    """:class:`DataError` when an export (its sidecar says what it read) stops short of what this replay reads.
+
+    An archive exported with narrower bounds than the replay's (no spec, so no lookback or no window slack)
+    would be read without complaint and give other records, hence another fix set digest, than Kafka did.
+    """
+    for sidecar in source.sidecars():
+        snap = sidecar.get("snapshot") or {}
+        reads = {int(p): r for p, r in (sidecar.get("reads") or {}).items()}
+        logs = {int(p["partition"]): p for p in snap.get("partitions") or []}
+        topic = (snap.get("source") or {}).get("topic", "the topic")
+        cut_before = any(r["start"] > logs[p]["log_start"] for p, r in reads.items() if p in logs)
+        cut_after = any(r["end"] < logs[p]["log_end"] for p, r in reads.items() if p in logs)
+        short = None
+        if to_ms is not None and snap.get("to_ms") is not None and cut_after:
+            exported, needed = snap["to_ms"] + snap.get("slack_ms", 0), to_ms + slack_ms
+            if exported < needed:
+                short = f"up to Kafka time {format_ms(exported)}, and this replay reads up to {format_ms(needed)}"
+        if from_ms is not None and snap.get("from_ms") is not None and cut_before and short is None:
+            exported, needed = snap["from_ms"] - snap.get("lookback_ms", 0), from_ms - lookback_ms
+            if exported > needed:
+                short = f"from Kafka time {format_ms(exported)}, and this replay reads from {format_ms(needed)}"
+            elif lookback_events > snap.get("lookback_events", 0):
+                short = f"without the {lookback_events} earlier events per key this replay reads"
+        if short is not None:
+            raise DataError(
+                f"the archive of {topic} ({source.describe()}) holds its records {short}",
+                hint="export it again with the spec (recovery export --spec SPEC [--topic T] ...), which reads "
+                "the bounds a recovery reads",
+            )
 
 
 def _file_bounds(
