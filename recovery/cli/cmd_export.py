@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         quiet=args.quiet,
         client=args.client,
+        time_basis=args.time_basis,
     )
     print(f"exported {topic} {rng}: {result.summary()} -> {result.out_dir}")
     return 0
