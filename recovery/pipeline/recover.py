@@ -320,10 +320,11 @@ def _by_partition(
 
 
 def _check_time_basis(truth: Truth, compared: int, opts: RecoverOptions, raw: Source) -> list[str]:
-    """Refuse events read but nothing compared; the line saying Kafka and event time disagree, if they do."""
+    """Refuse events read but nothing compared when Kafka and event time disagree; the lines to print."""
     skew = truth.skew
-    check_compared(truth.events.counts()["events"], compared, skew, opts.time_basis, raw.describe())
-    return [skew.line()] if skew is not None and skew.disagrees and opts.time_basis == KAFKA_TIME else []
+    notes = check_compared(truth.events.counts()["events"], compared, skew, opts.time_basis, raw.describe())
+    disagree = skew is not None and skew.disagrees and opts.time_basis == KAFKA_TIME
+    return notes + ([skew.line()] if disagree and skew is not None else [])
 
 
 def recover(

@@ -78,24 +78,21 @@ def _duration(ms: int) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def check_compared(events: int, compared: int, skew: StampSkew | None, time_basis: str, where: str) -> None:
-    """:class:`DataError` when ``events`` valid events were read but no result was compared.
+def check_compared(events: int, compared: int, skew: StampSkew | None, time_basis: str, where: str) -> list[str]:
+    """:class:`DataError` when ``events`` valid events were read, no result was compared and Kafka time and event
+    time disagree (the range was found by the wrong time); the note to print when nothing was compared otherwise.
 
-    An empty comparison over events read is never a clean range: the events lie outside it (by event time),
-    which is what a disagreement of Kafka and event time does; an empty fix set would hide that.
+    Events read with no result in the range is otherwise a legitimate outcome (only lookback or late events),
+    but never a silent one: the note says so.
     """
     if events == 0 or compared > 0:
-        return
+        return []
     if skew is not None and skew.disagrees and time_basis == KAFKA_TIME:
         raise DataError(
             f"{events:,} events read from {where} but no result compared: {skew.finding()}", hint=skew.advice()
         )
-    raise DataError(
-        f"{events:,} events read from {where} but no result compared: none of them falls in the range by event time",
-        hint="check the range against the events' own times (`recovery replay` shows them); "
-        + (
-            f"--time-basis {EVENT_TIME} reads whole partitions by offset"
-            if time_basis == KAFKA_TIME
-            else "the range is the events' own time here"
-        ),
-    )
+    return [
+        f"note: {events:,} events read from {where}, none with a result in the range by event time: nothing "
+        "was compared and the fix set is empty; check the range against the events' own times"
+        + (f" (or --time-basis {EVENT_TIME})" if time_basis == KAFKA_TIME else "")
+    ]
