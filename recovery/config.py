@@ -19,6 +19,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# compression of the record batches the toolkit's producers write (both clients read every codec)
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 # environment variable -> KafkaSettings field
 ENV_VARS: dict[str, str] = {
@@ -32,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "KAFKA_SSL_KEYFILE": "ssl_keyfile",
     "KAFKA_SSL_PASSWORD": "ssl_password",
     "KAFKA_REQUEST_TIMEOUT_MS": "request_timeout_ms",
+    "KAFKA_COMPRESSION": "compression",
 }
 
 
@@ -81,6 +84,7 @@ class KafkaSettings:
     ssl_password: Secret | None = field(default=None, repr=False)
     request_timeout_ms: int = 15_000
     client_id: str = "recovery"
+    compression: str | None = None  # None: each producer's own default; else one of COMPRESSIONS
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
@@ -118,6 +122,14 @@ class KafkaSettings:
                 raise ConfigError(f"{name} {path!r} does not exist", hint="give the path of a PEM file")
         if self.request_timeout_ms < 1000:
             raise ConfigError("request_timeout_ms must be at least 1000")
+        if self.compression is not None:
+            codec = str(self.compression).strip().lower()
+            if codec not in COMPRESSIONS:
+                raise ConfigError(
+                    f"unknown compression {self.compression!r}",
+                    hint=f"set KAFKA_COMPRESSION (or compression=) to one of {', '.join(COMPRESSIONS)}",
+                )
+            object.__setattr__(self, "compression", codec)
 
     @classmethod
     def from_env(
@@ -181,4 +193,5 @@ class KafkaSettings:
     def describe(self) -> str:
         """One line for logs and reports, without secrets."""
         auth = f", user {self.sasl_username} ({self.sasl_mechanism})" if self.sasl_username else ""
-        return f"{self.bootstrap_servers} [{self.security_protocol}{auth}]"
+        codec = f", {self.compression} compression" if self.compression else ""
+        return f"{self.bootstrap_servers} [{self.security_protocol}{auth}{codec}]"

@@ -7,6 +7,7 @@ import argparse
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
+from recovery.replay.plan import KAFKA_TIME, TIME_BASES
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import TimeRange, time_range
 
@@ -55,6 +56,14 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
         choices=CLIENTS,
         default=DEFAULT_CLIENT,
         help=f"Kafka client that reads (default {DEFAULT_CLIENT}; confluent needs confluent-kafka, much faster)",
+    )
+    parser.add_argument(
+        "--time-basis",
+        choices=TIME_BASES,
+        default=KAFKA_TIME,
+        help="kafka (default): the range is found by Kafka timestamp; event: whole partitions are read by offset "
+        "(up to the end offsets at the start) and events are judged by their event time, for topics whose Kafka "
+        "timestamps are not event times (backfills, producer-set timestamps)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         rel_tol=args.rel_tol,
         quiet=args.quiet,
         client=args.client,
+        time_basis=args.time_basis,
     )
     print(f"outputs: {outputs.summary()}; {originals.height:,} results, {bad.height:,} unreadable")
     for line in summarize(comparison).lines():

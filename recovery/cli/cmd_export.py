@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, parse_range, spec_of
@@ -11,6 +13,9 @@ from recovery.errors import ConfigError
 from recovery.pipeline.steps import outputs_slack_ms
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
+from recovery.spec import PipelineSpec, load_spec
+
+DEFAULT_SPEC = "pipeline.toml"  # read from the working directory when --spec is not given
 
 EPILOG = """\
 examples:
@@ -33,15 +38,28 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--topic", help="topic to export (default: the spec's raw topic)")
-    p.add_argument("--spec", metavar="TOML", help="pipeline spec: raw topic and lookback")
+    p.add_argument(
+        "--spec",
+        metavar="TOML",
+        help=f"pipeline spec: raw topic, its lookback and the outputs' window slack (default: ./{DEFAULT_SPEC} "
+        "when it exists), so the export holds what `recover` reads",
+    )
     add_range(p)
     p.add_argument("--out", required=True, metavar="DIR", help="new directory for the Parquet parts")
     add_replay_tuning(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def export_spec(args: argparse.Namespace) -> PipelineSpec | None:
+    """The spec whose bounds the export reads: ``--spec``, else ./pipeline.toml when it exists, else none."""
     spec = spec_of(args)
+    if spec is None and Path(DEFAULT_SPEC).is_file():
+        spec = load_spec(DEFAULT_SPEC)
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = export_spec(args)
     topic = args.topic or (spec.topics.raw if spec else None)
     if not topic:
         raise ConfigError("no topic to export", hint="pass --topic NAME or --spec pipeline.toml")
@@ -50,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if spec is not None and topic == spec.topics.output:
         slack_ms = outputs_slack_ms(spec, args.slack_ms)  # window results are published when windows close
     lookback = spec if spec is not None and topic == spec.topics.raw else None
+    if spec is None or topic not in (spec.topics.raw, spec.topics.output):
+        print(
+            f"note: {topic} is not a topic of a spec: exported {rng} plus {slack_ms} ms after it, without lookback; "
+            "to recover from this archive, export with the spec (--spec) so it holds what `recover` reads",
+            file=sys.stderr,
+        )
     result = replay(
         KafkaSource(topic, KafkaSettings.from_env()),
         from_ms=rng.from_ms,
@@ -62,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         quiet=args.quiet,
         client=args.client,
+        time_basis=args.time_basis,
     )
     print(f"exported {topic} {rng}: {result.summary()} -> {result.out_dir}")
     return 0

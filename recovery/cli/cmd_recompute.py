@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         emulate_grace=args.emulate_grace,
         quiet=args.quiet,
         client=args.client,
+        time_basis=args.time_basis,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

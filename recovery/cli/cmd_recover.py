@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         emulate_grace=args.emulate_grace,
         quiet=args.quiet,
         client=args.client,
+        time_basis=args.time_basis,
         engine=args.engine,
     )
     for line in report.lines():

@@ -11,6 +11,7 @@ from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
 from recovery.replay.bounded import lookbacks, replay
 from recovery.replay.group import replay_group
+from recovery.replay.plan import KAFKA_TIME
 from recovery.source import KafkaSource
 
 EPILOG = """\
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if args.group:
         if not args.out:
             raise ConfigError("consumer-group mode writes Parquet parts", hint="pass --out DIR")
+        if args.time_basis != KAFKA_TIME:
+            raise ConfigError(
+                f"consumer-group mode reads by Kafka time only, not --time-basis {args.time_basis}",
+                hint="replay without --group (--workers N reads partitions in parallel)",
+            )
         lookback_ms, lookback_events = lookbacks(spec, offsets)
         result = replay_group(
             source,
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             out_dir=args.out,
             quiet=args.quiet,
             client=args.client,
+            time_basis=args.time_basis,
         )
     print(f"{topic}: {result.summary()}")
     for p, read in result.reads.items():

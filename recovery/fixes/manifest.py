@@ -31,6 +31,7 @@ class RunFacts:
     outputs_end_offsets: dict[int, int]
     engine: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    time_basis: str = "kafka"  # how the range was found: by Kafka timestamp, or whole partitions by offset
 
 
 def quality(facts: RunFacts) -> dict[str, Any]:
@@ -68,5 +69,6 @@ def provenance(facts: RunFacts) -> dict[str, Any]:
             "outputs_end_offsets": {str(p): o for p, o in facts.outputs_end_offsets.items()},
         },
         "engine": facts.engine,
+        "time_basis": facts.time_basis,
         "timings_s": {k: round(v, 3) for k, v in facts.timings_s.items()},
     }

@@ -48,7 +48,8 @@ class TxProducer(Protocol):
 
     ``init()`` fences earlier producers with the same id and resolves their open transaction before returning,
     ``begin()`` / ``commit()`` bracket a transaction, ``send_many()`` sends records to explicit partitions
-    (calling ``after_each`` with the count sent so far) and ``send_one()`` sends one record and returns where it
+    (calling ``after_each`` with the count sent so far; ``timestamps``: explicit Kafka timestamps in ms, else the
+    send time) and ``send_one()`` sends one record and returns where it
     went (topic, partition, offset). Errors are :class:`~recovery.errors.BrokerError`; being fenced by another
     producer with the same id is :class:`~recovery.kafka.clients.FencedError`.
     """
@@ -64,6 +65,7 @@ class TxProducer(Protocol):
         values: Sequence[bytes],
         partitions: Sequence[int],
         after_each: Callable[[int], None] | None = None,
+        timestamps: Sequence[int] | None = None,
     ) -> None: ...
     def flush(self) -> None: ...
     def send_one(self, topic: str, key: bytes, value: bytes) -> dict[str, Any]: ...

@@ -148,8 +148,16 @@ def new_consumer(settings: KafkaSettings, **config: Any) -> KafkaConsumer:
     return guarded(settings, "connecting a consumer", lambda: KafkaConsumer(*topics, **kwargs))
 
 
+def compression_type(settings: KafkaSettings) -> str | None:
+    """kafka-python's ``compression_type`` for the settings' compression (None: uncompressed)."""
+    return None if settings.compression in (None, "none") else settings.compression
+
+
 def new_producer(settings: KafkaSettings, **config: Any) -> KafkaProducer:
-    """A producer; idempotent by default (acks=all, enable_idempotence), every wait bounded."""
+    """A producer; idempotent by default (acks=all, enable_idempotence), every wait bounded.
+
+    ``settings.compression`` (KAFKA_COMPRESSION), when set, wins over a ``compression_type`` in ``config``.
+    """
     kwargs = _base(settings)
     kwargs.update(
         {
@@ -160,6 +168,8 @@ def new_producer(settings: KafkaSettings, **config: Any) -> KafkaProducer:
         }
     )
     kwargs.update(config)
+    if settings.compression is not None:
+        kwargs["compression_type"] = compression_type(settings)
     return guarded(settings, "connecting a producer", lambda: KafkaProducer(**kwargs))
 
 

@@ -287,6 +287,8 @@ class ConfluentTx:
                 "acks": "all",
             }
         )
+        if settings.compression is not None:
+            config["compression.type"] = settings.compression
         self.timeout_s = max(bootstrap_timeout_s(settings), settings.request_timeout_ms / 1000)
         self.errors: list[Any] = []
         self.producer = ck.Producer(config)
@@ -322,12 +324,14 @@ class ConfluentTx:
         values: Sequence[bytes],
         partitions: Sequence[int],
         after_each: Callable[[int], None] | None = None,
+        timestamps: Sequence[int] | None = None,
     ) -> None:
         produce, poll = self.producer.produce, self.producer.poll
-        for i, (key, value, partition) in enumerate(zip(keys, values, partitions, strict=True)):
+        stamps: Sequence[int] = [0] * len(keys) if timestamps is None else timestamps  # 0: librdkafka stamps it
+        for i, (key, value, partition, stamp) in enumerate(zip(keys, values, partitions, stamps, strict=True)):
             while True:
                 try:
-                    produce(topic, value, key, partition, on_delivery=self._delivered)
+                    produce(topic, value, key, partition, on_delivery=self._delivered, timestamp=stamp)
                     break
                 except BufferError:  # the local queue is full: let librdkafka deliver some first
                     poll(0.05)

@@ -130,12 +130,15 @@ class KafkaPythonTx:
         values: Sequence[bytes],
         partitions: Sequence[int],
         after_each: Callable[[int], None] | None = None,
+        timestamps: Sequence[int] | None = None,
     ) -> None:
         send = self.producer.send
+        stamps: Sequence[int | None] = [None] * len(keys) if timestamps is None else timestamps
 
         def run() -> None:
-            for i, (key, value, partition) in enumerate(zip(keys, values, partitions, strict=True)):
-                send(topic, key=key, value=value, partition=partition)
+            rows = zip(keys, values, partitions, stamps, strict=True)
+            for i, (key, value, partition, stamp) in enumerate(rows):
+                send(topic, key=key, value=value, partition=partition, timestamp_ms=stamp)
                 if after_each is not None:
                     after_each(i + 1)
             self.producer.flush()

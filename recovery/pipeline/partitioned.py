@@ -43,10 +43,11 @@ from recovery.frames import (
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
+from recovery.pipeline.timebasis import StampSkew
 from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
-from recovery.replay.plan import PartitionPlan, Snapshot, plan
+from recovery.replay.plan import EVENT_TIME, KAFKA_TIME, PartitionPlan, Snapshot, plan
 from recovery.replay.pool import cached_reader, run_tasks
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import FileSource, KafkaSource, Source
@@ -100,19 +101,29 @@ class SpoolSink:
 class EventSink(SpoolSink):
     """Validates each replayed batch as it arrives and spools its events; keeps only the quarantine."""
 
-    def __init__(self, spec: PipelineSpec, from_ms: int, until_ms: int, spool: Spool) -> None:
+    def __init__(
+        self, spec: PipelineSpec, from_ms: int, to_ms: int, slack_ms: int, spool: Spool, time_basis: str = KAFKA_TIME
+    ) -> None:
         super().__init__(spool)
         self.spec = spec
-        self.window = (from_ms, until_ms)
-        self.in_range = 0  # records with a Kafka timestamp in [from, to + slack)
+        self.time_basis = time_basis
+        # records with a Kafka timestamp in [from, to + slack); for the event basis, events timed in [from, to)
+        self.inside = (
+            pl.col("ts").is_between(from_ms, to_ms, closed="left")
+            if time_basis == EVENT_TIME
+            else pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")
+        )
+        self.in_range = 0
+        self.skew = StampSkew(slack_ms)
 
     def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
         events, bad = validate(frame, self.spec)
         self.spool.write(events)
         if bad.height:
             self.quarantine.append(bad)
-        lo, hi = self.window
-        self.in_range += int(frame.select(pl.col("timestamp_ms").is_between(lo, hi, closed="left").sum()).item())
+        counted = events if self.time_basis == EVENT_TIME else frame
+        self.in_range += int(counted.select(self.inside.sum()).item())
+        self.skew.add(events)
         return events
 
     def bad(self) -> pl.DataFrame:
@@ -166,6 +177,7 @@ class PartitionTask:
     rel_tol: float
     client: str
     work_dir: str
+    time_basis: str = KAFKA_TIME
 
 
 @dataclass
@@ -186,6 +198,7 @@ class PartitionOutcome:
     corrections: pl.DataFrame
     counts: pl.DataFrame  # summary_counts of the partition's comparison
     parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
+    skew: StampSkew | None = None  # valid events stamped far from their event time
 
 
 def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionOutcome:
@@ -207,7 +220,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         task.to_ms,
     )
     events = Spool(task.work_dir, "events", p, events_schema(spec.value_fields))
-    events_sink = EventSink(spec, task.from_ms, task.to_ms + task.slack_ms, events)
+    events_sink = EventSink(spec, task.from_ms, task.to_ms, task.slack_ms, events, task.time_basis)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
     out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
@@ -266,6 +279,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         corrections=concat_or_empty(corrections, CORRECTIONS),
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
+        skew=events_sink.skew,
     )
 
 
@@ -317,6 +331,7 @@ class PartitionedRecovery:
     counts: pl.DataFrame  # summary_counts, all partitions
     parts: dict[str, list[str]]
     work_dir: Path
+    skew: StampSkew | None = None
 
     def lazy(self, name: str) -> pl.LazyFrame:
         """The ``comparison``, ``truth`` or ``originals`` parts as one lazy frame (partition order)."""
@@ -357,6 +372,7 @@ def recover_partitions(
     rel_tol: float,
     quiet: bool = True,
     client: str,
+    time_basis: str = KAFKA_TIME,
 ) -> tuple[PartitionedRecovery, str | None]:
     """Recover every partition of ``[from_ms, to_ms)``; returns the merged results and the misalignment, if any.
 
@@ -370,8 +386,9 @@ def recover_partitions(
         lookback_ms=spec.lookback_ms,
         lookback_events=spec.lookback_events,
         slack_ms=slack_ms,
+        time_basis=time_basis,
     )
-    out_snap = plan(outputs_source, from_ms=from_ms, to_ms=to_ms, slack_ms=outputs_slack_ms)
+    out_snap = plan(outputs_source, from_ms=from_ms, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
     raw_plans = {p.partition: p for p in raw_snap.partitions}
     out_plans = {p.partition: p for p in out_snap.partitions}
     if set(raw_plans) != set(out_plans):
@@ -392,6 +409,7 @@ def recover_partitions(
             rel_tol,
             client,
             str(work_dir),
+            time_basis,
         )
         for p in sorted(raw_plans, key=lambda q: -(raw_plans[q].records + out_plans[q].records))
     ]
@@ -441,6 +459,10 @@ def _merge(
     raw = ReplayResult(raw_snap, {o.partition: o.raw_read for o in outcomes}, None, None, elapsed, kept=False)
     outputs = ReplayResult(out_snap, {o.partition: o.outputs_read for o in outcomes}, None, None, elapsed, kept=False)
     counts = [o.counts for o in outcomes if o.counts.height]
+    skew = StampSkew(outcomes[0].skew.slack_ms if outcomes and outcomes[0].skew else 0)
+    for o in outcomes:
+        if o.skew is not None:
+            skew.merge(o.skew)
     return PartitionedRecovery(
         raw=raw,
         outputs=outputs,
@@ -453,4 +475,5 @@ def _merge(
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={name: [x for o in outcomes for x in o.parts[name]] for name in ("comparison", "truth", "originals")},
         work_dir=work_dir,
+        skew=skew,
     )

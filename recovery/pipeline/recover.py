@@ -19,6 +19,7 @@ from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
 from recovery.fixes.fixset import FixSet, corrections_from, fixset_from, status_counts, write_fixset
 from recovery.fixes.manifest import RunFacts, parameters, provenance, quality
+from recovery.frames import STATUSES
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.pipeline.compare import (
     DEFAULT_ABS_TOL,
@@ -50,7 +51,9 @@ from recovery.pipeline.steps import (
     resolve,
     truth_for_range,
 )
+from recovery.pipeline.timebasis import check_compared
 from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult
+from recovery.replay.plan import KAFKA_TIME, check_time_basis
 from recovery.source import Source
 from recovery.spec import PipelineSpec
 from recovery.timerange import TimeRange, format_ms, parse_time_ms
@@ -73,10 +76,12 @@ class RecoverOptions:
     quiet: bool = True
     client: str = DEFAULT_CLIENT
     engine: str = AUTO
+    time_basis: str = KAFKA_TIME  # "event": whole partitions by offset, events judged by event time
 
     def __post_init__(self) -> None:
         check_tolerances(self.abs_tol, self.rel_tol)
         check_engine(self.engine)
+        check_time_basis(self.time_basis)
         check_client(self.client)
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
@@ -91,6 +96,7 @@ class RecoverOptions:
             "slack_ms": self.slack_ms,
             "quiet": self.quiet,
             "client": self.client,
+            "time_basis": self.time_basis,
         }
 
 
@@ -233,6 +239,7 @@ def _in_memory(
     )
     summary = summarize(comparison)
     timings["compare"] = time.monotonic() - mark
+    notes = _check_time_basis(truth, comparison.height, opts, raw)
     return EngineResult(
         truth=truth,
         originals=originals,
@@ -245,6 +252,7 @@ def _in_memory(
         corrections=corrections_from(comparison),
         counts=status_counts(comparison),
         engine=IN_MEMORY,
+        notes=notes,
     )
 
 
@@ -275,17 +283,19 @@ def _by_partition(
             rel_tol=opts.rel_tol,
             quiet=opts.quiet,
             client=opts.client,
+            time_basis=opts.time_basis,
         )
     except Unpaired as exc:
         return None, str(exc)
     timings["partitions"] = time.monotonic() - mark
     if why is not None:
         return None, why
-    check_raw_found(found.raw.count, found.records_in_range, rng, raw)
+    check_raw_found(found.raw.count, found.records_in_range, rng, raw, opts.time_basis)
     check_metric_names(spec, found.metrics_seen, out.describe())
     mark = time.monotonic()
     summary = summarize_counts(found.counts)
-    truth = Truth(found.loader("truth"), found.quality, found.quarantine, found.raw)
+    truth = Truth(found.loader("truth"), found.quality, found.quarantine, found.raw, found.skew)
+    notes = _check_time_basis(truth, sum(summary.counts[s] for s in STATUSES), opts, raw)
     counts = summary.counts
     timings["merge"] = time.monotonic() - mark
     originals_count = sum(r.records for r in found.outputs.reads.values()) - found.outputs_quarantine.height
@@ -302,10 +312,19 @@ def _by_partition(
             corrections=found.corrections,
             counts=counts,
             engine=BY_PARTITION,
+            notes=notes,
             owner=found,
         ),
         None,
     )
+
+
+def _check_time_basis(truth: Truth, compared: int, opts: RecoverOptions, raw: Source) -> list[str]:
+    """Refuse events read but nothing compared when Kafka and event time disagree; the lines to print."""
+    skew = truth.skew
+    notes = check_compared(truth.events.counts()["events"], compared, skew, opts.time_basis, raw.describe())
+    disagree = skew is not None and skew.disagrees and opts.time_basis == KAFKA_TIME
+    return notes + ([skew.line()] if disagree and skew is not None else [])
 
 
 def recover(
@@ -328,16 +347,19 @@ def recover(
     now: int | None = None,
     client: str = DEFAULT_CLIENT,
     engine: str = AUTO,
+    time_basis: str = KAFKA_TIME,
 ) -> RecoveryReport:
     """Recover ``[from_ms, to_ms)``: truth vs the original outputs, classified, as a fix set in ``out_dir``.
 
     Times are epoch milliseconds or ISO-8601 strings (UTC when no zone is given). ``engine``: ``auto`` (the
     default) recovers partition by partition (:mod:`recovery.pipeline.partitioned`: bounded memory, every step in
     parallel) and falls back to ``in-memory`` when the topics are not partitioned alike by key;
-    ``by-partition`` refuses that fallback. Both give the same fix set and digest.
+    ``by-partition`` refuses that fallback. Both give the same fix set and digest. ``time_basis``: ``kafka``
+    (the default) finds the range by Kafka timestamp; ``event`` reads whole partitions by offset (bounded by the
+    end offsets snapshotted at the start) and judges events by their event time only.
     """
     rng = checked_range(parse_time_ms(from_ms, name="from"), parse_time_ms(to_ms, name="to"), now=now)
-    opts = RecoverOptions(workers, slack_ms, abs_tol, rel_tol, emulate_grace, quiet, client, engine)
+    opts = RecoverOptions(workers, slack_ms, abs_tol, rel_tol, emulate_grace, quiet, client, engine, time_basis)
     if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:
         raise DataError(
             f"{str(out_dir)!r} already exists and is not empty",
@@ -392,6 +414,7 @@ def recover(
         outputs_end_offsets=dict(outputs.snapshot.end_offsets),
         engine=found.engine,
         timings_s=timings,
+        time_basis=opts.time_basis,
     )
     fixset = fixset_from(
         found.corrections,

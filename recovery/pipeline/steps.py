@@ -22,9 +22,11 @@ from recovery.pipeline.compare import (
     compare,
 )
 from recovery.pipeline.dedup import Coverage, DedupResult, dedup
+from recovery.pipeline.timebasis import StampSkew
 from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
 from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult, replay
+from recovery.replay.plan import EVENT_TIME, KAFKA_TIME
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.spec import PipelineSpec
 from recovery.timerange import TimeRange, format_ms, now_ms
@@ -75,12 +77,18 @@ class Truth:
     """
 
     def __init__(
-        self, results: FrameOrLoader, events: DedupResult, quarantine: pl.DataFrame, replay: ReplayResult
+        self,
+        results: FrameOrLoader,
+        events: DedupResult,
+        quarantine: pl.DataFrame,
+        replay: ReplayResult,
+        skew: StampSkew | None = None,
     ) -> None:
         self._results = results
         self.events = events
         self.quarantine = quarantine  # QUARANTINE of the raw records
         self.replay = replay
+        self.skew = skew  # valid events stamped far from their event time (None: not counted)
 
     @property
     def results(self) -> pl.DataFrame:
@@ -89,13 +97,28 @@ class Truth:
         return self._results
 
 
-def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source) -> None:
-    """:class:`DataError` when the replay read nothing, or nothing with a Kafka time inside the range."""
+def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source, time_basis: str = KAFKA_TIME) -> None:
+    """:class:`DataError` when the replay read nothing, or nothing inside the range (by Kafka time, or by event
+    time with ``time_basis="event"``)."""
     if records == 0 or in_range == 0:
-        raise DataError(
-            f"no raw events in {rng} on {source.describe()}",
-            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds",
+        by = "event time" if time_basis == EVENT_TIME else "Kafka time"
+        other = (
+            f"; if the topic was backfilled (Kafka timestamps are the write time), --time-basis {EVENT_TIME}"
+            if time_basis == KAFKA_TIME
+            else ""
         )
+        raise DataError(
+            f"no raw events in {rng} (by {by}) on {source.describe()}",
+            hint="check the range and its time zone (UTC), or `recovery kafka status` for what the topic holds" + other,
+        )
+
+
+def in_range_expr(from_ms: int, to_ms: int, slack_ms: int, time_basis: str) -> pl.Expr:
+    """Which records count as inside the range: Kafka time in ``[from, to + slack)``, or for the event basis
+    (on EVENTS) event time in ``[from, to)``."""
+    if time_basis == EVENT_TIME:
+        return pl.col("ts").is_between(from_ms, to_ms, closed="left")
+    return pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")
 
 
 def truth_for_range(
@@ -110,6 +133,7 @@ def truth_for_range(
     emulate_grace: bool = False,
     quiet: bool = True,
     client: str = DEFAULT_CLIENT,
+    time_basis: str = KAFKA_TIME,
 ) -> Truth:
     """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric."""
     raw_source = as_source(source, spec.topics.raw, settings)
@@ -122,15 +146,19 @@ def truth_for_range(
         workers=workers,
         quiet=quiet,
         client=client,
+        time_basis=time_basis,
     )
     records = raw.frame()
-    in_range = records.filter(pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")).height
-    check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source)
     events, quarantine = validate(records, spec)
+    counted = events if time_basis == EVENT_TIME else records
+    in_range = counted.filter(in_range_expr(from_ms, to_ms, slack_ms, time_basis)).height
+    check_raw_found(records.height, in_range, TimeRange(from_ms, to_ms), raw_source, time_basis)
+    skew = StampSkew(slack_ms)
+    skew.add(events)
     coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
     quality = dedup(events, quarantine=quarantine, fields=spec.layout, coverage=coverage)
     results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
-    return Truth(results, quality, quarantine, raw)
+    return Truth(results, quality, quarantine, raw, skew)
 
 
 def originals_for_range(
@@ -144,6 +172,7 @@ def originals_for_range(
     slack_ms: int = DEFAULT_SLACK_MS,
     quiet: bool = True,
     client: str = DEFAULT_CLIENT,
+    time_basis: str = KAFKA_TIME,
 ) -> tuple[pl.DataFrame, pl.DataFrame, ReplayResult]:
     """(OUTPUTS, QUARANTINE, replay) of the results originally published for the range."""
     out_source = as_source(source, spec.topics.output, settings)
@@ -157,6 +186,7 @@ def originals_for_range(
         workers=workers,
         quiet=quiet,
         client=client,
+        time_basis=time_basis,
     )
     originals, bad = decode_outputs(outputs.frame(), spec)
     check_metric_names(spec, originals, out_source.describe())
@@ -198,6 +228,7 @@ def compare_range(
     rel_tol: float = DEFAULT_REL_TOL,
     quiet: bool = True,
     client: str = DEFAULT_CLIENT,
+    time_basis: str = KAFKA_TIME,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, ReplayResult]:
     """(COMPARISON, OUTPUTS, unreadable outputs, the outputs' replay) of the range; ``truth`` (RESULTS) is
     recomputed from the raw events when not given."""
@@ -208,6 +239,7 @@ def compare_range(
         "slack_ms": slack_ms,
         "quiet": quiet,
         "client": client,
+        "time_basis": time_basis,
     }
     if truth is None:
         truth = truth_for_range(spec, from_ms, to_ms, source=raw_source, **options).results

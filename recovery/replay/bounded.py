@@ -30,7 +30,7 @@ from recovery.formats import EventsSpec
 from recovery.frames import RECORDS, empty
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.records.validate import validate
-from recovery.replay.plan import DEFAULT_SLACK_MS, PartitionPlan, Snapshot, label, plan
+from recovery.replay.plan import DEFAULT_SLACK_MS, KAFKA_TIME, PartitionPlan, Snapshot, label, plan
 from recovery.replay.pool import cached_reader, run_tasks
 from recovery.replay.progress import PartitionProgress, ProgressSink, progress_enabled
 from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink
@@ -315,8 +315,11 @@ def replay(
     quiet: bool = False,
     batch_records: int = DEFAULT_BATCH_RECORDS,
     client: str = DEFAULT_CLIENT,
+    time_basis: str = KAFKA_TIME,
 ) -> ReplayResult:
     """Read ``source`` for ``[from_ms, to_ms)`` (Kafka time, plus lookback and slack) or explicit ``offsets``.
+
+    ``time_basis="event"`` reads whole partitions by offset instead (the range is then the events' own time).
 
     ``spec`` supplies the lookback (one window plus grace for time windows, N-1 events per key for sma)
     unless ``lookback_ms`` / ``lookback_events`` are given. Returns a RECORDS frame (``records``), or writes
@@ -340,6 +343,7 @@ def replay(
         lookback_events=lb_events,
         slack_ms=slack_ms,
         partitions=partitions,
+        time_basis=time_basis,
     )
     directory = prepare_out_dir(out_dir) if out_dir is not None else None
     job = PartitionJob(

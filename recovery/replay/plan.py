@@ -12,12 +12,24 @@ from typing import Any
 import polars as pl
 from kafka import TopicPartition
 
-from recovery.errors import ConfigError
+from recovery.errors import ConfigError, DataError
 from recovery.kafka.clients import consumer, guarded
 from recovery.kafka.topics import partitions_for
 from recovery.source import FileSource, KafkaSource, Source
+from recovery.timerange import format_ms
 
 DEFAULT_SLACK_MS = 5 * 60_000  # Kafka time read after `to`: events up to this late still count
+# how a time range selects records: by Kafka timestamp (the default), or whole partitions by offset with events
+# judged by their event time only (topics whose Kafka timestamps are not event times: backfills, producer stamps)
+KAFKA_TIME, EVENT_TIME = "kafka", "event"
+TIME_BASES: tuple[str, ...] = (KAFKA_TIME, EVENT_TIME)
+
+
+def check_time_basis(time_basis: str) -> str:
+    """``time_basis`` if it is one of :data:`TIME_BASES`; :class:`ConfigError` otherwise."""
+    if time_basis not in TIME_BASES:
+        raise ConfigError(f"unknown time basis {time_basis!r}", hint=f"use one of {', '.join(TIME_BASES)}")
+    return time_basis
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Snapshot:
     lookback_events: int
     slack_ms: int
     partitions: tuple[PartitionPlan, ...]
+    time_basis: str = KAFKA_TIME
 
     @property
     def end_offsets(self) -> dict[int, int]:
@@ -68,16 +81,25 @@ def plan(
     lookback_events: int = 0,
     slack_ms: int = DEFAULT_SLACK_MS,
     partitions: Sequence[int] | None = None,
+    time_basis: str = KAFKA_TIME,
 ) -> Snapshot:
-    """Snapshot the log's offsets and choose each partition's ``[start, end)`` (before the sma lookback)."""
+    """Snapshot the log's offsets and choose each partition's ``[start, end)`` (before the sma lookback).
+
+    ``time_basis="event"``: a time range reads whole partitions up to the snapshotted end offsets (by offset,
+    whatever the Kafka timestamps), and the steps after judge events by their event time only.
+    """
     if offsets is not None and (from_ms is not None or to_ms is not None):
         raise ConfigError("give either a time range or explicit offsets, not both")
     if lookback_ms < 0 or lookback_events < 0 or slack_ms < 0:
         raise ConfigError("lookback_ms, lookback_events and slack_ms must be >= 0")
+    by_time = check_time_basis(time_basis) == KAFKA_TIME
+    first_ms, last_ms = (from_ms, to_ms) if by_time else (None, None)
     if isinstance(source, KafkaSource):
-        bounds = _kafka_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+        bounds = _kafka_bounds(source, first_ms, last_ms, lookback_ms, slack_ms, partitions)
     else:
-        bounds = _file_bounds(source, from_ms, to_ms, lookback_ms, slack_ms, partitions)
+        if offsets is None and by_time:
+            check_archive_covers(source, from_ms, to_ms, lookback_ms, lookback_events, slack_ms)
+        bounds = _file_bounds(source, first_ms, last_ms, lookback_ms, slack_ms, partitions)
     plans = []
     for p, (log_start, log_end, start, end) in sorted(bounds.items()):
         if offsets is not None:
@@ -90,13 +112,13 @@ def plan(
                 raise ConfigError(f"offsets for partition {p} must satisfy 0 <= start <= end, got [{start}, {end})")
         end = min(max(end, log_start), log_end)
         start = min(max(start, log_start), end)
-        floor = from_ms - lookback_ms if from_ms is not None and offsets is None else None
+        floor = from_ms - lookback_ms if from_ms is not None and offsets is None and by_time else None
         plans.append(PartitionPlan(p, log_start, log_end, start, end, floor))
     if offsets is not None:
         unknown = sorted(set(offsets) - set(bounds))
         if unknown:
             raise ConfigError(f"partition(s) {unknown} not in {label(source)}", hint=f"partitions: {sorted(bounds)}")
-    return Snapshot(source.to_dict(), from_ms, to_ms, lookback_ms, lookback_events, slack_ms, tuple(plans))
+    return Snapshot(source.to_dict(), from_ms, to_ms, lookback_ms, lookback_events, slack_ms, tuple(plans), time_basis)
 
 
 def _kafka_bounds(
@@ -133,6 +155,45 @@ def _kafka_bounds(
             log_end[tp] if end is None else end,
         )
     return bounds
+
+
+def check_archive_covers(
+    source: FileSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    lookback_events: int,
+    slack_ms: int,
+) -> None:
+    """:class:`DataError` when an export (its sidecar says what it read) stops short of what this replay reads.
+
+    An archive exported with narrower bounds than the replay's (no spec, so no lookback or no window slack)
+    would be read without complaint and give other records, hence another fix set digest, than Kafka did.
+    """
+    for sidecar in source.sidecars():
+        snap = sidecar.get("snapshot") or {}
+        reads = {int(p): r for p, r in (sidecar.get("reads") or {}).items()}
+        logs = {int(p["partition"]): p for p in snap.get("partitions") or []}
+        topic = (snap.get("source") or {}).get("topic", "the topic")
+        cut_before = any(r["start"] > logs[p]["log_start"] for p, r in reads.items() if p in logs)
+        cut_after = any(r["end"] < logs[p]["log_end"] for p, r in reads.items() if p in logs)
+        short = None
+        if to_ms is not None and snap.get("to_ms") is not None and cut_after:
+            exported, needed = snap["to_ms"] + snap.get("slack_ms", 0), to_ms + slack_ms
+            if exported < needed:
+                short = f"up to Kafka time {format_ms(exported)}, and this replay reads up to {format_ms(needed)}"
+        if from_ms is not None and snap.get("from_ms") is not None and cut_before and short is None:
+            exported, needed = snap["from_ms"] - snap.get("lookback_ms", 0), from_ms - lookback_ms
+            if exported > needed:
+                short = f"from Kafka time {format_ms(exported)}, and this replay reads from {format_ms(needed)}"
+            elif lookback_events > snap.get("lookback_events", 0):
+                short = f"without the {lookback_events} earlier events per key this replay reads"
+        if short is not None:
+            raise DataError(
+                f"the archive of {topic} ({source.describe()}) holds its records {short}",
+                hint="export it again with the spec (recovery export --spec SPEC [--topic T] ...), which reads "
+                "the bounds a recovery reads",
+            )
 
 
 def _file_bounds(

@@ -88,3 +88,19 @@ def test_ssl_files_are_passed_to_the_client(tmp_path: Path) -> None:
     assert kwargs["ssl_cafile"].endswith("ca.pem")
     assert kwargs["ssl_certfile"].endswith("cert.pem")
     assert kwargs["ssl_keyfile"].endswith("key.pem")
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd", "ZSTD", " lz4 "])
+def test_compression_is_one_of_the_codecs_both_clients_write(codec: str) -> None:
+    settings = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "h:1", "KAFKA_COMPRESSION": codec})
+    assert settings.compression == codec.strip().lower()
+    assert settings.compression in settings.describe()
+
+
+def test_compression_is_unset_by_default_and_unknown_codecs_are_refused_with_the_allowed_ones() -> None:
+    assert KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "h:1"}).compression is None
+    with pytest.raises(ConfigError, match="unknown compression 'brotli'") as caught:
+        KafkaSettings.from_env({"compression": "brotli"}, env={"KAFKA_BOOTSTRAP_SERVERS": "h:1"})
+    assert caught.value.hint is not None
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        assert codec in caught.value.hint
