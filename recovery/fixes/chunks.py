@@ -10,6 +10,7 @@ transaction at a time): a rerun continues at the first uncommitted chunk.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -161,3 +162,19 @@ def progress(history: Iterable[Mapping[str, Any]], total: int) -> Progress:
         return Progress("not-started", plan.chunks, 0, 0, total)
     state = "all-chunks-committed" if first == plan.chunks else "partly-published"
     return Progress(state, plan.chunks, first, done, total)
+
+
+def unfinished(history: Iterable[Mapping[str, Any]]) -> dict[str, Progress]:
+    """Per digest, the progress of publishes that began but have no ``publish`` record (all digests' records)."""
+    by_digest: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for record in history:
+        by_digest[str(record.get("digest"))].append(record)
+    found = {}
+    for digest, records in by_digest.items():
+        plan = recorded_plan(records)
+        if plan is None:
+            continue
+        state = progress(records, plan.total)
+        if state.partial:
+            found[digest] = state
+    return found

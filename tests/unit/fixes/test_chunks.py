@@ -14,6 +14,7 @@ from recovery.fixes.chunks import (
     progress,
     recorded_plan,
     resume_point,
+    unfinished,
 )
 
 
@@ -104,3 +105,13 @@ def test_progress_from_audit_records() -> None:
     assert (done.state, done.partial, done.chunks) == ("published", False, 4)
     legacy = progress([begin(None), {"event": "publish"}], 1000)  # a one-transaction publish of old
     assert (legacy.state, legacy.chunks) == ("published", 1)
+
+
+def test_unfinished_publishes_are_those_with_a_plan_and_no_publish_record() -> None:
+    partly = [begin([0, 5, 10], "a" * 64), {"event": "publish-chunk", "digest": "a" * 64, "chunk": 0}]
+    done = [begin([0, 10], "b" * 64), {"event": "publish-chunk", "digest": "b" * 64, "chunk": 0}]
+    done.append({"event": "publish", "digest": "b" * 64})
+    planned = [begin([0, 10], "c" * 64)]  # nothing committed yet: not partly published
+    found = unfinished([*partly, *done, *planned, {"event": "approve", "digest": "d" * 64}])
+    assert list(found) == ["a" * 64]
+    assert (found["a" * 64].chunks_committed, found["a" * 64].corrections_committed) == (1, 5)
