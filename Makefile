@@ -34,10 +34,10 @@ chromium: ## install Debian's headless Chromium (report rendering tests) if miss
 
 setup: $(VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
 
-kafka-up: setup ## start the local Kafka broker (KRaft, 127.0.0.1, free port); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
+kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi
 
-kafka-down: ## stop the local Kafka broker
+kafka-down: ## stop the local Kafka broker (its data stays: topics, corrections and audit trail survive kafka-up)
 	@if [ -x $(RECOVERY) ]; then $(RECOVERY) kafka down; fi
 
 kafka-status: setup ## broker reachable? topics, partitions, end offsets
@@ -93,6 +93,8 @@ soak: setup ## many more differential cases, long fault trials (SIGKILLed publis
 lab: setup ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab notebooks/
 
-clean: kafka-down ## stop the broker, delete its data, reports and caches (keeps the venv and jars)
+clean: ## stop the broker and DELETE its data (every topic, correction and audit record), reports, caches (keeps venv, jars)
+	@if [ -x $(RECOVERY) ]; then RECOVERY_KAFKA_HOME=$(CURDIR)/.kafka-local $(RECOVERY) kafka down --wipe; \
+	  elif [ -d .kafka-local ]; then echo "deleting the local broker's data in .kafka-local: every topic"; fi
 	rm -rf .kafka-local .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find reports -mindepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -35,7 +35,14 @@ ENV_VARS: dict[str, str] = {
     "KAFKA_SSL_PASSWORD": "ssl_password",
     "KAFKA_REQUEST_TIMEOUT_MS": "request_timeout_ms",
     "KAFKA_COMPRESSION": "compression",
+    "KAFKA_TRANSACTION_TIMEOUT_MS": "transaction_timeout_ms",
 }
+
+# A publish transaction (one chunk of a fix set) must end within this; the broker then aborts it, so a
+# publish killed mid-chunk holds back read_committed readers for at most this plus the broker's abort check
+# interval (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default).
+TRANSACTION_TIMEOUT_MS = 45_000
+MAX_TRANSACTION_TIMEOUT_MS = 60_000
 
 
 def local_broker_home() -> Path:
@@ -83,6 +90,7 @@ class KafkaSettings:
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = field(default=None, repr=False)
     request_timeout_ms: int = 15_000
+    transaction_timeout_ms: int = TRANSACTION_TIMEOUT_MS
     client_id: str = "recovery"
     compression: str | None = None  # None: each producer's own default; else one of COMPRESSIONS
 
@@ -130,6 +138,12 @@ class KafkaSettings:
                     hint=f"set KAFKA_COMPRESSION (or compression=) to one of {', '.join(COMPRESSIONS)}",
                 )
             object.__setattr__(self, "compression", codec)
+        if not 1000 <= self.transaction_timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
+            raise ConfigError(
+                f"transaction_timeout_ms must be between 1000 and {MAX_TRANSACTION_TIMEOUT_MS}, "
+                f"got {self.transaction_timeout_ms}",
+                hint="a publish transaction holds back read_committed readers until it ends: keep it short",
+            )
 
     @classmethod
     def from_env(
@@ -162,11 +176,15 @@ class KafkaSettings:
         for secret in ("sasl_password", "ssl_password"):
             if secret in values and not isinstance(values[secret], Secret):
                 values[secret] = Secret(str(values[secret]))
-        if "request_timeout_ms" in values:
-            try:
-                values["request_timeout_ms"] = int(values["request_timeout_ms"])
-            except ValueError:
-                raise ConfigError("KAFKA_REQUEST_TIMEOUT_MS must be an integer (milliseconds)") from None
+        for name, var in (
+            ("request_timeout_ms", "KAFKA_REQUEST_TIMEOUT_MS"),
+            ("transaction_timeout_ms", "KAFKA_TRANSACTION_TIMEOUT_MS"),
+        ):
+            if name in values:
+                try:
+                    values[name] = int(values[name])
+                except ValueError:
+                    raise ConfigError(f"{var} must be an integer (milliseconds)") from None
         return cls(**values)
 
     def client_kwargs(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The audit trail in Kafka: one record per approval and per publish, on ``spec.topics.audit``.
 
 Records are keyed by the fix set digest and hold JSON: ``{"event", "digest", "time", ...}`` with the event
-``approve`` (reviewer, approved_at), ``publish-begin`` (the corrections topic's end offsets before sending)
-or ``publish`` (reviewer, counts, offsets of the corrections). The topic has one partition (a total order
+``approve`` (reviewer, approved_at), ``publish-begin`` (the plan: chunk boundaries in the fix set's sorted
+order, and the corrections topic's end offsets before sending), ``publish-chunk`` (one per committed chunk,
+written in the chunk's own transaction) or ``publish`` (reviewer, counts, offsets of the corrections: the
+whole set is committed and verified). The topic has one partition (a total order
 of the history) and keeps records forever. Reads are bounded by the end offset snapshotted when they start.
 """
 
@@ -22,7 +24,7 @@ from recovery.source import KafkaSource
 from recovery.timerange import format_ms, now_ms
 
 AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
-EVENTS = ("approve", "publish-begin", "publish")
+EVENTS = ("approve", "publish-begin", "publish-chunk", "publish")
 
 
 def ensure_audit_topic(settings: KafkaSettings, topic: str) -> bool:
@@ -64,7 +66,7 @@ def append_audit(
 def read_audit(
     settings: KafkaSettings, topic: str, *, digest: str | None = None, event: str | None = None
 ) -> list[dict[str, Any]]:
-    """Audit records (committed ones, oldest first), optionally only those of ``digest`` and ``event``.
+    """Audit records (committed ones: read_committed, oldest first), optionally only those of ``digest`` and ``event``.
 
     A missing audit topic reads as an empty history.
     """

@@ -1,32 +1,35 @@
 """Publish an approved fix set exactly once to the compacted corrections topic, verify it, audit it.
 
-Exactly once, also across crashes: all corrections of a fix set go in ONE Kafka transaction whose
-``transactional.id`` is derived from the digest. Before it, a ``publish-begin`` audit record (its own
-transaction) notes the corrections topic's end offsets: records of this publish can only come after them.
-A rerun of the same digest starts a producer with the same id; ``init_transactions`` fences the previous
-incarnation and resolves its transaction (an open one is aborted, one that was committing is completed)
-before anything else happens. The rerun then reads the corrections topic with ``read_committed`` from the
-earliest ``publish-begin`` offsets: if records carrying the digest are there, the earlier run committed (a
-transaction is all or nothing) and nothing is sent again; if none are (or there is no begin record: no
-earlier run sent anything), everything is sent in a new transaction. Either way the read-back then checks
-that every correction is there exactly once with its value, and an audit record (digest, reviewer,
-counts, offsets, time) is written in a last transaction. A digest with a publish audit record is a no-op.
+Exactly once, also across crashes, for fix sets of any size: the corrections go in transactions of at most
+``chunk_size`` corrections (the plan, :mod:`recovery.fixes.chunks`), in the fix set's sorted order, with
+one ``transactional.id`` derived from the digest. Before anything else a run starts a producer with that id:
+``init_transactions`` fences any earlier incarnation and resolves its open transaction (an open one is
+aborted, one that was committing is completed). Only then does it read the audit history (read_committed).
+
+The first run writes a ``publish-begin`` audit record in its own transaction: the plan (chunk boundaries)
+and the corrections topic's end offsets (records of this publish can only come after them). Each chunk's
+transaction holds the chunk's corrections AND a ``publish-chunk`` audit record naming the chunk, so a chunk
+is committed exactly when its audit record is. A rerun follows the recorded plan and continues at the first
+chunk without a committed ``publish-chunk`` record; committed chunks are never sent again. When every chunk
+is committed, a read_committed read-back checks that every correction is there exactly once with its value,
+and a ``publish`` audit record (digest, reviewer, counts, offsets, chunks, time) is written in a last
+transaction. A digest with a ``publish`` audit record is a no-op.
+
+Downstream (read_committed) sees each chunk at once when its transaction commits, chunk after chunk in the
+fix set's order; the ``publish`` audit record says the whole set is there.
 
 Correction records: key ``"{key}|{metric}|{window}"`` (UTF-8), value ``{"key", "metric", "window",
-"time_ms", "action", "value", "reason", "digest"}`` (JSON). A correction goes to the partition the default
-partitioner gives its result key (the symbol), like the live worker's outputs: with the same partition
-count, a result's outputs and corrections share a partition number, and every copy of one correction key
-lands in one partition, as compaction needs.
+"time_ms", "action", "value", "reason", "digest"}`` (JSON), built by :func:`encode_corrections`. A correction
+goes to the partition the default partitioner gives its result key (the symbol), like the live worker's
+outputs: with the same partition count, a result's outputs and corrections share a partition number, and
+every copy of one correction key lands in one partition, as compaction needs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,21 @@ from recovery.config import KafkaSettings
 from recovery.errors import ApprovalError, DataError, TopicError
 from recovery.fixes.approval import check_approved, load_approval
 from recovery.fixes.audit import audit_record, ensure_audit_topic, read_audit
+from recovery.fixes.chunks import (
+    DEFAULT_CHUNK_SIZE,
+    Plan,
+    Progress,
+    committed_chunks,
+    plan_chunks,
+    progress,
+    recorded_plan,
+    resume_point,
+)
+from recovery.fixes.crash import CRASH_ENV
+from recovery.fixes.crash import crash_hook as _crash_hook
+from recovery.fixes.crash import crash_point as _crash_point
 from recovery.fixes.fixset import FixSet, load_fixset
+from recovery.fixes.report import PublishReport
 from recovery.frames import CORRECTIONS, RECORDS, conform
 from recovery.kafka.client import DEFAULT_CLIENT, TxProducer, transactional_producer
 from recovery.kafka.small import read_topic
@@ -46,8 +63,6 @@ from recovery.kafka.topics import ensure_topic, offsets, partitions_for, topic_c
 from recovery.source import KafkaSource
 from recovery.spec import PipelineSpec
 
-# test hook: SIGKILL at after-begin | after-sends:K | before-commit | after-commit | after-verify
-CRASH_ENV = "RECOVERY_PUBLISH_CRASH"
 CORRECTIONS_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 PREVIEW_ROWS = 20
 
@@ -64,50 +79,11 @@ PUBLISHED = pl.Schema(
 _VALUE = pl.Struct(pl.Schema([*CORRECTIONS.items(), ("digest", pl.String)]))
 
 
+__all__ = ["CRASH_ENV", "PublishReport", "publish", "read_corrections", "verify"]
+
+
 class VerificationError(DataError):
     """The corrections read back from Kafka differ from the fix set."""
-
-
-@dataclass
-class PublishReport:
-    """What a publish did (or, for a dry run, would do)."""
-
-    digest: str
-    status: str  # dry-run | published | resumed | already-published
-    topic: str
-    corrections: int
-    transactional_id: str
-    reviewer: str | None = None
-    offsets: dict[str, list[int]] = field(default_factory=dict)  # partition -> [first, last, records]
-    verified: bool = False
-    audit: dict[str, Any] | None = None  # the publish audit record
-    audit_at: str | None = None  # where it is: topic[partition]@offset
-    send_s: float = 0.0
-    total_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    preview: pl.DataFrame | None = None
-
-    @property
-    def corrections_per_s(self) -> float:
-        return self.corrections / self.send_s if self.send_s > 0 else 0.0
-
-    def lines(self) -> list[str]:
-        """A short text report for the CLI."""
-        head = {
-            "dry-run": f"dry run: would publish {self.corrections:,} corrections to {self.topic}",
-            "published": f"published {self.corrections:,} corrections to {self.topic} in {self.send_s:.2f} s "
-            f"({self.corrections_per_s:,.0f}/s)",
-            "resumed": f"{self.corrections:,} corrections were already committed to {self.topic} "
-            "by an interrupted run: not sent again",
-            "already-published": f"digest already published to {self.topic}: nothing to do",
-        }[self.status]
-        out = [head, f"digest {self.digest}  transactional.id {self.transactional_id}"]
-        if self.verified:
-            out.append("verified: every correction committed exactly once (read_committed read-back)")
-        if self.audit_at:
-            out.append(f"audit record: {self.audit_at}")
-        out.extend(self.notes)
-        return out
 
 
 def transactional_id(digest: str) -> str:
@@ -125,11 +101,16 @@ def partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+def sorted_corrections(corrections: pl.DataFrame) -> pl.DataFrame:
+    """The corrections in the fix set's publish order: by key, metric, window (the plan's order)."""
+    return conform(corrections, CORRECTIONS).sort("key", "metric", "window", maintain_order=True)
+
+
 def encode_corrections(
     corrections: pl.DataFrame, digest: str, partitions: int = 1
 ) -> tuple[list[bytes], list[bytes], list[int]]:
     """Record keys, JSON values and partitions of the corrections (built in bulk), sorted by key, metric, window."""
-    frame = conform(corrections, CORRECTIONS).sort("key", "metric", "window")
+    frame = sorted_corrections(corrections)
     keys = frame.get_column("key").unique()
     home = pl.Series([partition_of(k, partitions) for k in keys.to_list()], dtype=pl.Int64)
     value = pl.struct([*CORRECTIONS.names(), pl.lit(digest).alias("digest")]).struct.json_encode()
@@ -269,31 +250,28 @@ def _check_compacted(settings: KafkaSettings, topic: str) -> list[int]:
     return parts
 
 
-def _crash_point(point: str) -> None:
-    """Test hook: SIGKILL this process at a named point (RECOVERY_PUBLISH_CRASH)."""
-    if os.environ.get(CRASH_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _crash_hook(tx: TxProducer) -> Callable[[int], None] | None:
-    """Test hook ``after-sends:K``: after K sends, deliver them (inside the open transaction) and SIGKILL."""
-    wanted = os.environ.get(CRASH_ENV, "")
-    if not wanted.startswith("after-sends:"):
-        return None
-    count = int(wanted.split(":", 1)[1])
-
-    def hook(sent: int) -> None:
-        if sent == count:
-            tx.flush()  # the records are in the log, inside the open transaction
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
-
-
 def _audit(tx: TxProducer, topic: str, record: dict[str, Any]) -> dict[str, Any]:
     """Send an audit record inside ``tx``'s open transaction; returns where it went."""
     value = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
     return tx.send_one(topic, str(record["digest"]).encode(), value)
+
+
+def _where(record: dict[str, Any], audit_topic: str) -> str:
+    return f"{audit_topic}[{record['_partition']}]@{record['_offset']}"
+
+
+def _already(report: PublishReport, done: dict[str, Any], audit_topic: str, note: str) -> PublishReport:
+    report.status, report.audit, report.audit_at = "already-published", done, _where(done, audit_topic)
+    report.offsets = done.get("offsets", {})
+    report.chunks = int(done.get("chunks", 1))
+    report.notes.append(note)
+    return report
+
+
+def publication_progress(settings: KafkaSettings, fixset: FixSet) -> Progress:
+    """How far the publication of ``fixset`` got (from its committed audit records)."""
+    history = read_audit(settings, fixset.spec.topics.audit, digest=fixset.digest)
+    return progress(history, fixset.corrections.height)
 
 
 def publish(
@@ -303,11 +281,13 @@ def publish(
     approved_digest: str | None = None,
     dry_run: bool = False,
     client: str = DEFAULT_CLIENT,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PublishReport:
     """Publish the approved fix set in ``directory`` exactly once, verify it and write the audit record.
 
     ``approved_digest`` (optional) must equal the fix set's digest. ``dry_run`` writes nothing and
-    reports what would be published. ``client`` is the Kafka client of the read-backs.
+    reports what would be published. ``client`` is the Kafka client of the read-backs. ``chunk_size`` bounds
+    the corrections per transaction of a new publish (a rerun follows the plan recorded by the first run).
     """
     started = time.monotonic()
     fixset = load_fixset(directory)
@@ -317,68 +297,37 @@ def publish(
     report = PublishReport(fixset.digest, "dry-run", topic, fixset.corrections.height, tid)
     approval = load_approval(directory)
     if dry_run:
-        return _dry_run(report, fixset, approval, approved_digest, settings, spec)
+        return _dry_run(report, fixset, approval, approved_digest, settings, chunk_size)
     approval = check_approved(fixset, approval, approved_digest)
+    plan_chunks(fixset.corrections.height, chunk_size)  # a chunk size that cannot work fails before any write
     report.reviewer = approval.reviewer
     ensure_audit_topic(settings, audit_topic)
-    history = read_audit(settings, audit_topic, digest=fixset.digest)
-    if not any(
-        a["event"] == "approve"
-        and a.get("reviewer") == approval.reviewer
-        and a.get("approved_at") == approval.approved_at
-        for a in history
-    ):
-        raise ApprovalError(
-            f"the approval of {fixset.digest[:12]}... by {approval.reviewer} is not in the audit topic {audit_topic}",
-            hint=f"approve it again: recovery approve {directory} --reviewer NAME",
-        )
-    done = [a for a in history if a["event"] == "publish"]
-    if done:
-        report.status, report.audit = "already-published", done[-1]
-        report.audit_at = f"{audit_topic}[{done[-1]['_partition']}]@{done[-1]['_offset']}"
-        report.offsets = done[-1].get("offsets", {})
-        report.notes.append(f"published before at {done[-1].get('time')} by {done[-1].get('reviewer')}")
-        report.total_s = time.monotonic() - started
-        return report
-    partitions = ensure_corrections_topic(settings, spec)
-    keys, values, parts = encode_corrections(fixset.corrections, fixset.digest, partitions)
     tx = transactional_producer(settings, tid, client)
     try:
-        # fences earlier runs of this digest and resolves their open transaction (abort, or finish a commit);
-        # only then is it known what they committed
+        # before anything else: fence earlier runs of this digest and resolve their open transaction (abort,
+        # or finish a commit). Only then is it known what they committed, and no open transaction of theirs
+        # holds back the read_committed reads below.
         tx.init()
-        # a concurrent run of this digest may have finished (audit record committed) between the history
-        # read above and init: after init it cannot commit anything more, so its audit record is visible now
-        done = read_audit(settings, audit_topic, digest=fixset.digest, event="publish")
+        history = read_audit(settings, audit_topic, digest=fixset.digest)
+        _check_audited_approval(history, approval, directory, audit_topic)
+        done = [a for a in history if a["event"] == "publish"]
         if done:
-            report.status, report.audit = "already-published", done[-1]
-            report.audit_at = f"{audit_topic}[{done[-1]['_partition']}]@{done[-1]['_offset']}"
-            report.offsets = done[-1].get("offsets", {})
-            report.notes.append(f"published at {done[-1].get('time')} by a concurrent run")
+            note = f"published before at {done[-1].get('time')} by {done[-1].get('reviewer')}"
+            _already(report, done[-1], audit_topic, note)
             report.total_s = time.monotonic() - started
             return report
-        begins = read_audit(settings, audit_topic, digest=fixset.digest, event="publish-begin")
-        since = _earliest([{int(k): v for k, v in b["since"].items()} for b in begins]) if begins else None
-        committed = 0  # no begin record: no earlier run sent anything (each writes one before sending)
-        if begins:
-            committed = read_corrections(settings, topic, digest=fixset.digest, since=since, client=client).height
-        if keys and committed == 0:
-            since = offsets(settings, topic).end_offsets  # our records can only come after these
-            tx.begin()
-            _audit(tx, audit_topic, audit_record("publish-begin", fixset.digest, since=since))
-            tx.commit()
-            _crash_point("after-begin")
-            sent_at = time.monotonic()
-            tx.begin()
-            tx.send_many(topic, keys, values, parts, after_each=_crash_hook(tx))
-            _crash_point("before-commit")
-            tx.commit()
-            report.send_s = time.monotonic() - sent_at
+        report.progress = progress(history, fixset.corrections.height)
+        partitions = ensure_corrections_topic(settings, spec)
+        plan, first, since = _plan(tx, settings, fixset, history, chunk_size, client)
+        report.chunks, report.first_chunk = plan.chunks, first
+        sent_at = time.monotonic()
+        report.sent = _send_chunks(tx, fixset, plan, first, partitions)
+        report.send_s = time.monotonic() - sent_at
+        if first == 0 or plan.chunks == 0:
             report.status = "published"
-            _crash_point("after-commit")
         else:
-            report.status = "resumed" if keys else "published"
-        report.offsets = verify(settings, topic, fixset, since=since, client=client) if keys else {}
+            report.status = "continued" if first < plan.chunks else "resumed"
+        report.offsets = verify(settings, topic, fixset, since=since, client=client) if plan.chunks else {}
         report.verified = True
         _crash_point("after-verify")
         record = audit_record(
@@ -391,6 +340,7 @@ def publish(
             corrections=fixset.content.get("corrections", {}),
             topic=topic,
             offsets=report.offsets,
+            chunks=plan.chunks,
             transactional_id=tid,
             client=client,
             tool_version=__version__,
@@ -405,6 +355,94 @@ def publish(
     report.audit_at = f"{where['topic']}[{where['partition']}]@{where['offset']}"
     report.total_s = time.monotonic() - started
     return report
+
+
+def _check_audited_approval(history: list[dict[str, Any]], approval: Any, directory: str | Path, topic: str) -> None:
+    """The approval in the fix set must be the one recorded in the audit topic."""
+    who, when = approval.reviewer, approval.approved_at
+    if not any(a["event"] == "approve" and a.get("reviewer") == who and a.get("approved_at") == when for a in history):
+        raise ApprovalError(
+            f"the approval of {approval.digest[:12]}... by {approval.reviewer} is not in the audit topic {topic}",
+            hint=f"approve it again: recovery approve {directory} --reviewer NAME",
+        )
+
+
+def _plan(
+    tx: TxProducer,
+    settings: KafkaSettings,
+    fixset: FixSet,
+    history: list[dict[str, Any]],
+    chunk_size: int,
+    client: str,
+) -> tuple[Plan, int, dict[int, int] | None]:
+    """The plan, the first chunk to send and the offsets after which this digest's records are.
+
+    The recorded plan when an earlier run wrote one; otherwise a new plan, recorded (with the corrections
+    topic's end offsets) in a ``publish-begin`` audit record of its own transaction.
+    """
+    topic, audit_topic, total = fixset.spec.topics.corrections, fixset.spec.topics.audit, fixset.corrections.height
+    begins = [a for a in history if a["event"] == "publish-begin"]
+    since = _earliest([{int(k): v for k, v in b["since"].items()} for b in begins]) if begins else None
+    plan = recorded_plan(history)
+    if plan is not None:
+        if plan.total != total:
+            raise DataError(
+                f"the recorded publish plan of {fixset.digest[:12]}... covers {plan.total:,} corrections, "
+                f"the fix set has {total:,}",
+                hint="the audit topic holds another plan for this digest: inspect it before publishing",
+            )
+        return plan, resume_point(plan, committed_chunks(history)), since
+    if begins and read_corrections(settings, topic, digest=fixset.digest, since=since, client=client).height:
+        # a run of a version without plans (one transaction for the whole set) committed everything
+        whole = plan_chunks(total, max(total, 1))
+        return whole, whole.chunks, since
+    plan = plan_chunks(total, chunk_size)
+    if plan.chunks == 0:
+        return plan, 0, since
+    since = offsets(settings, topic).end_offsets  # our records can only come after these
+    tx.begin()
+    begin = audit_record(
+        "publish-begin", fixset.digest, since=since, boundaries=list(plan.boundaries), chunk_size=chunk_size
+    )
+    _audit(tx, audit_topic, begin)
+    tx.commit()
+    _crash_point("after-begin")
+    return plan, 0, since
+
+
+def _send_chunks(tx: TxProducer, fixset: FixSet, plan: Plan, first: int, partitions: int) -> int:
+    """Send chunks ``first..`` of ``plan``, one transaction each with its ``publish-chunk`` record; returns the
+    corrections sent."""
+    topic, audit_topic = fixset.spec.topics.corrections, fixset.spec.topics.audit
+    ordered = sorted_corrections(fixset.corrections)
+    hook = _crash_hook(tx)
+    sent = 0
+    for index in range(first, plan.chunks):
+        start, end = plan.chunk(index)
+        keys, values, parts = encode_corrections(ordered.slice(start, end - start), fixset.digest, partitions)
+        last = index == plan.chunks - 1
+        tx.begin()
+        tx.send_many(topic, keys, values, parts, after_each=None if hook is None else _offset_hook(hook, start))
+        chunk = audit_record(
+            "publish-chunk",
+            fixset.digest,
+            chunk=index,
+            chunks=plan.chunks,
+            start=start,
+            end=end,
+            first_key=keys[0].decode(),
+            last_key=keys[-1].decode(),
+        )
+        _audit(tx, audit_topic, chunk)
+        _crash_point("before-commit", index, last)
+        tx.commit()
+        sent += end - start
+        _crash_point("after-commit", index, last)
+    return sent
+
+
+def _offset_hook(hook: Callable[[int], None], before: int) -> Callable[[int], None]:
+    return lambda sent: hook(before + sent)
 
 
 def _earliest(snapshots: list[dict[int, int]]) -> dict[int, int]:
@@ -422,8 +460,9 @@ def _dry_run(
     approval: Any,
     approved_digest: str | None,
     settings: KafkaSettings,
-    spec: PipelineSpec,
+    chunk_size: int,
 ) -> PublishReport:
+    spec = fixset.spec
     try:
         check_approved(fixset, approval, approved_digest)
         report.reviewer = approval.reviewer
@@ -437,11 +476,17 @@ def _dry_run(
         report.notes.append(f"corrections topic {spec.topics.corrections} will be created (compacted)")
     except TopicError as exc:
         report.notes.append(f"NOT PUBLISHABLE: {exc}")
-    done = read_audit(settings, spec.topics.audit, digest=fixset.digest, event="publish")
-    if done:
-        report.notes.append(f"already published at {done[-1].get('time')}: a publish would do nothing")
+    history = read_audit(settings, spec.topics.audit, digest=fixset.digest)
+    report.progress = progress(history, fixset.corrections.height)
+    plan = recorded_plan(history) or plan_chunks(fixset.corrections.height, chunk_size)
+    report.chunks = plan.chunks
+    if report.progress.state == "not-started":
+        report.notes.append(
+            f"plan: {plan.chunks} transaction(s) of at most {plan.boundaries[1] if plan.chunks else 0:,} corrections"
+        )
     actions = fixset.content.get("corrections", {})
     report.notes.append(f"upserts {actions.get('upsert', 0):,}, retractions {actions.get('retract', 0):,}")
-    frame = conform(fixset.corrections, CORRECTIONS).sort("key", "metric", "window")
-    report.preview = frame.head(PREVIEW_ROWS).select(record_key().alias("record_key"), *CORRECTIONS)
+    report.preview = (
+        sorted_corrections(fixset.corrections).head(PREVIEW_ROWS).select(record_key().alias("record_key"), *CORRECTIONS)
+    )
     return report

@@ -1,8 +1,13 @@
 """The project's local Apache Kafka broker: one KRaft node (broker + controller) on 127.0.0.1.
 
-The jars come from ``kafka/pom.xml`` (``make setup``). :class:`LocalBroker` formats storage with a fresh
-cluster id, starts ``kafka.Kafka`` on free loopback ports, waits until it answers a metadata request,
-writes the bootstrap address to ``<home>/bootstrap`` and stops the process by PID.
+The jars come from ``kafka/pom.xml`` (``make setup``). :class:`LocalBroker` keeps its data: it formats
+storage (with a fresh cluster id, recorded in ``<home>/cluster.id``) only when the data directory is empty;
+otherwise it starts on the existing data and cluster id, also after an unclean stop (Kafka recovers its
+logs). It listens on the ports of its last run when they are free, else on new free loopback ports, waits
+until it answers a metadata request, writes the bootstrap address to ``<home>/bootstrap`` (where the CLI
+finds it) and stops the process by PID. Storage it cannot use (no or a damaged ``meta.properties``, a
+cluster id other than the recorded one) is a :class:`~recovery.errors.LocalBrokerError`, never a re-format;
+only :meth:`LocalBroker.wipe` deletes data.
 
 With ``sasl=True`` the broker also gets a SASL_PLAINTEXT listener (SCRAM-SHA-512) on another loopback port,
 written to ``<home>/bootstrap_sasl``, and Kafka's standard KRaft authorizer. The authorizer then governs
@@ -19,16 +24,16 @@ import ctypes
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from recovery.config import PROJECT_ROOT, Secret, local_broker_home
 from recovery.errors import LocalBrokerError
+from recovery.kafka.storage import choose_ports, previous_ports, storage_cluster_id
 
 KAFKA_DIR = PROJECT_ROOT / "kafka"
 LIB_DIR = KAFKA_DIR / "lib"
@@ -102,13 +107,6 @@ def server_properties(
     return "\n".join(kept) + "\n" + extra
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
     while True:  # like Kafka's Uuid.randomUuid: an id starting with '-' would read as a command-line flag
@@ -157,6 +155,16 @@ class LocalBroker:
     home: Path
     sasl: bool = False
     sasl_admin: str = "admin"
+    formatted: bool = field(default=False, init=False)  # the last start formatted empty storage
+    moved_from: int | None = field(default=None, init=False)  # the last start's previous port, when taken
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.home / "cluster.id"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
 
     @classmethod
     def default(cls) -> LocalBroker:
@@ -246,14 +254,38 @@ class LocalBroker:
                     raise
         raise AssertionError("unreachable")
 
+    def storage_cluster_id(self) -> str | None:
+        """The cluster id of the existing storage; None when the data directory is empty or missing.
+
+        Storage that cannot be used raises :class:`LocalBrokerError` and is left as it is.
+        """
+        return storage_cluster_id(self.data_dir, self.cluster_id_file)
+
+    def _ports(self) -> tuple[int, int, int]:
+        """The ports of the last run when free (so clients keep their address), else new free ones."""
+        previous = previous_ports(self.properties_file)
+        port, controller_port, sasl_port = choose_ports(previous, ("port", "controller_port", "sasl_port"))
+        old = previous.get("port")
+        self.moved_from = old if old is not None and old != port else None
+        return port, controller_port, sasl_port
+
+    def wipe(self) -> bool:
+        """Stop the broker and delete its data (every topic); True if there was data to delete."""
+        self.stop()
+        existed = self.data_dir.exists()
+        if existed:
+            subprocess.run(["rm", "-rf", str(self.data_dir)], check=True)
+        for path in (self.cluster_id_file, self.properties_file):
+            path.unlink(missing_ok=True)
+        return existed
+
     def _start_once(
         self, timeout_s: float, tie_to_parent: bool, heap: str, sasl_users: Mapping[str, str | Secret] | None
     ) -> str:
-        port, controller_port, sasl_port = _distinct_free_ports(3)
-        if self.data_dir.exists():
-            subprocess.run(["rm", "-rf", str(self.data_dir)], check=True)
+        cluster_id = self.storage_cluster_id()  # before anything is written: unusable storage stays untouched
+        port, controller_port, sasl_port = self._ports()
         self.sasl_bootstrap_file.unlink(missing_ok=True)
-        properties = self.home / "server.properties"
+        properties = self.properties_file
         properties.write_text(
             server_properties(
                 port=port,
@@ -263,15 +295,9 @@ class LocalBroker:
                 sasl_admin=self.sasl_admin,
             )
         )
-        fmt = subprocess.run(
-            java_command(
-                "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties), heap="256m"
-            ),
-            capture_output=True,
-            text=True,
-        )
-        if fmt.returncode != 0:
-            raise LocalBrokerError(f"formatting KRaft storage failed: {(fmt.stderr or fmt.stdout).strip()[-400:]}")
+        self.formatted = cluster_id is None
+        if cluster_id is None:
+            self._format(properties)
         log = self.log_file.open("wb")
         proc = subprocess.Popen(
             java_command("kafka.Kafka", str(properties), heap=heap),
@@ -299,6 +325,18 @@ class LocalBroker:
             raise
         self.bootstrap_file.write_text(bootstrap)
         return bootstrap
+
+    def _format(self, properties: Path) -> None:
+        """Format empty storage with a fresh cluster id and record the id next to it."""
+        cluster_id = new_cluster_id()
+        fmt = subprocess.run(
+            java_command("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), heap="256m"),
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise LocalBrokerError(f"formatting KRaft storage failed: {(fmt.stderr or fmt.stdout).strip()[-400:]}")
+        self.cluster_id_file.write_text(cluster_id + "\n")
 
     def _add_scram_users(self, bootstrap: str, users: Mapping[str, str | Secret]) -> None:
         """Create SCRAM credentials through the PLAINTEXT listener (its principal is a super user)."""
@@ -425,15 +463,6 @@ class LocalBroker:
 
 
 USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def _reveal(password: str | Secret) -> str:

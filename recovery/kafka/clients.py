@@ -63,7 +63,6 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = tuple(
     if e is not None
 )
 BOOTSTRAP_TIMEOUT_MAX_MS = 10_000
-TRANSACTION_TIMEOUT_MS = 600_000
 
 
 def bootstrap_timeout_s(settings: KafkaSettings) -> float:

@@ -26,7 +26,6 @@ import polars as pl
 from recovery.config import KafkaSettings
 from recovery.errors import AuthError, BrokerError, ConfigError
 from recovery.kafka.clients import (
-    TRANSACTION_TIMEOUT_MS,
     RecordColumns,
     bootstrap_timeout_s,
     fenced_error,
@@ -282,7 +281,7 @@ class ConfluentTx:
             {
                 "client.id": f"{settings.client_id}-publish",
                 "transactional.id": transactional_id,
-                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
                 "enable.idempotence": True,
                 "acks": "all",
             }

@@ -18,7 +18,6 @@ from kafka import TopicPartition
 from recovery.config import KafkaSettings
 from recovery.errors import BrokerError
 from recovery.kafka.clients import (
-    TRANSACTION_TIMEOUT_MS,
     RecordColumns,
     fenced_error,
     guarded,
@@ -105,7 +104,7 @@ class KafkaPythonTx:
         self.producer = new_producer(
             settings,
             transactional_id=transactional_id,
-            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            transaction_timeout_ms=settings.transaction_timeout_ms,
             **KAFKA_PYTHON_CONFIG,
         )
 

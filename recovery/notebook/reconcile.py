@@ -17,6 +17,8 @@ import polars as pl
 
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError, DataError
+from recovery.fixes.audit import read_audit
+from recovery.fixes.chunks import unfinished
 from recovery.fixes.fixset import apply_corrections
 from recovery.fixes.publish import read_corrections
 from recovery.frames import CORRECTIONS, OUTPUTS, RESULTS, conform, empty
@@ -103,6 +105,7 @@ class Reconciliation:
     corrections: int  # committed corrections found on the topic
     max_discrepancies: int
     end: str
+    partial: tuple[str, ...] = ()  # fix sets partly published (digest: progress), from the audit topic
 
     @property
     def summary(self) -> ComparisonSummary:
@@ -138,12 +141,23 @@ class Reconciliation:
             "discrepancies": self.discrepancies,
             "discrepancies_as_published": self.original_summary.discrepancies,
             "corrections_applied": self.corrections,
+            "partly_published": len(self.partial),
             "max_discrepancies": self.max_discrepancies,
             "alert": self.alert,
         }
 
     def verdict(self) -> Text:
         """All clear, or the discrepancy summary and how to open an incident with notebook 02."""
+        text = self._verdict()
+        if not self.partial:
+            return text
+        lines = "\n".join(f"- `{line}`" for line in self.partial)
+        return Text(
+            f"{text}\n\n**Partly published fix sets** (downstream holds only their committed chunks; rerun "
+            f"`recovery publish DIR` to finish them):\n\n{lines}"
+        )
+
+    def _verdict(self) -> Text:
         case = self.case
         held = self.summary
         metrics = ", ".join(f"`{m.name}`" for m in case.spec.metrics)
@@ -209,4 +223,8 @@ def reconcile(
     # downstream holds the last copy of each result, replaced or removed by the newest correction
     held_outputs = as_outputs(apply_corrections(originals, fixes))
     held = compare(held_outputs, truth.results, spec, from_ms=from_ms, to_ms=to_ms, abs_tol=abs_tol, rel_tol=rel_tol)
-    return Reconciliation(case, original, held, fixes.height, max_discrepancies, end)
+    partial = tuple(
+        f"{digest[:12]}...: {state.line()}"
+        for digest, state in unfinished(read_audit(settings, spec.topics.audit)).items()
+    )
+    return Reconciliation(case, original, held, fixes.height, max_discrepancies, end, partial)

@@ -184,7 +184,8 @@ def _describe(fixset: FixSet) -> str:
 
 
 def release(fixset: str, approved_digest: str = "", dry_run: bool = True, bootstrap_servers: str = "") -> PublishReport:
-    """Publish the fix set (or dry-run it): one transaction, verified by a read_committed read-back, audited."""
+    """Publish the fix set (or dry-run it, which shows a partly published set as such): transactions of bounded
+    size, each chunk committed exactly once, verified by a read_committed read-back, audited."""
     settings = KafkaSettings.from_env({"bootstrap_servers": bootstrap_servers or None})
     return publish(resolve_path(fixset), settings, approved_digest=approved_digest.strip() or None, dry_run=dry_run)
 
@@ -203,6 +204,8 @@ def release_results(report: PublishReport, dry_run: bool) -> dict[str, Any]:
         "corrections": report.corrections,
         "verified": report.verified,
         "reviewer": report.reviewer,
+        "chunks": report.chunks,
+        "publication": None if report.progress is None else report.progress.state,
     }
 
 

@@ -46,6 +46,7 @@ from tests.integration.readback import read_topic, valid_events, write_spec
 from tests.integration.test_live import SYMBOLS, make_topics, produce_ticks
 from tests.integration.test_publish import CORRECTIONS, write_fix
 
+CHUNK = 400  # the 2,000 corrections of a fix set go in 5 transactions
 SOAK_TRIALS = int(os.environ.get("RECOVERY_SOAK_TRIALS", "20"))
 CONSOLE_CONSUMER = PROJECT_ROOT / "kafka" / "bin" / "kafka-console-consumer.sh"
 METRICS = (MetricSpec("sma_5", "sma", n=5), MetricSpec("mean_1m", "mean", window_ms=60_000, grace_ms=5_000))
@@ -141,7 +142,7 @@ def assert_exactly_once(settings: KafkaSettings, spec: PipelineSpec, digest: str
 def run_publish_cli(directory: Path, settings: KafkaSettings) -> subprocess.Popen[str]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
     return subprocess.Popen(
-        [sys.executable, "-m", "recovery", "publish", str(directory)],
+        [sys.executable, "-m", "recovery", "publish", str(directory), "--chunk-size", str(CHUNK)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -297,7 +298,7 @@ def _publish_broker_restart_trial(own: OwnBroker, directory: Path, seed: int, mo
 
     def target() -> None:
         try:
-            outcome["report"] = publish(directory, own.settings)
+            outcome["report"] = publish(directory, own.settings, chunk_size=CHUNK)
         except RecoveryError as exc:
             outcome["error"] = exc
 
@@ -311,7 +312,7 @@ def _publish_broker_restart_trial(own: OwnBroker, directory: Path, seed: int, mo
     assert not worker.is_alive(), "the publish hung"
     monkeypatch.undo()
     first = outcome["report"].status if "report" in outcome else f"error: {type(outcome['error']).__name__}"
-    rerun = publish(directory, own.settings)
+    rerun = publish(directory, own.settings, chunk_size=CHUNK)
     figures = assert_exactly_once(own.settings, spec, fixset.digest, CORRECTIONS)
     record_figure(
         "publish-broker-restart",
