@@ -26,13 +26,17 @@ kafka/lib/.installed: kafka/pom.xml
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
 
+registry/target/.installed: registry/pom.xml registry/src/main/java/io/recovery/registry/PropertyList.java
+	mvn -q -B -f registry/pom.xml package -DskipTests
+	@touch $@
+
 chromium: ## install Debian's headless Chromium (report rendering tests) if missing
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing chromium (Debian package) for the report rendering tests"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-setup: $(VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
+setup: $(VENV)/.installed kafka/lib/.installed registry/target/.installed chromium ## venv with locked packages, Kafka jars, a local Schema Registry (tests), Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi

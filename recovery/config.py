@@ -213,3 +213,30 @@ class KafkaSettings:
         auth = f", user {self.sasl_username} ({self.sasl_mechanism})" if self.sasl_username else ""
         codec = f", {self.compression} compression" if self.compression else ""
         return f"{self.bootstrap_servers} [{self.security_protocol}{auth}{codec}]"
+
+
+# Schema Registry basic-auth credentials: from the environment only, never from a spec file or a URL.
+REGISTRY_USER_VAR = "SCHEMA_REGISTRY_USERNAME"
+REGISTRY_PASSWORD_VAR = "SCHEMA_REGISTRY_PASSWORD"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """Basic-auth user and password for a Schema Registry (the password prints as ``***``)."""
+
+    username: str
+    password: Secret = field(repr=False)
+
+
+def registry_credentials(env: Mapping[str, str] | None = None) -> RegistryCredentials | None:
+    """Credentials from ``SCHEMA_REGISTRY_USERNAME``/``SCHEMA_REGISTRY_PASSWORD``, or None when neither is set."""
+    env = os.environ if env is None else env
+    user, password = env.get(REGISTRY_USER_VAR), env.get(REGISTRY_PASSWORD_VAR)
+    if not user and not password:
+        return None
+    if not user or password is None:
+        raise ConfigError(
+            "Schema Registry credentials are incomplete",
+            hint=f"set both {REGISTRY_USER_VAR} and {REGISTRY_PASSWORD_VAR}, or neither",
+        )
+    return RegistryCredentials(user, Secret(password))

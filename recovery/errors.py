@@ -65,3 +65,14 @@ class DataError(RecoveryError):
 
 class ApprovalError(RecoveryError):
     """A fix set is not approved, or its approval does not match its digest."""
+
+
+class RegistryError(RecoveryError):
+    """A Schema Registry cannot be reached, refused a request or answered something unexpected."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, url: str, hint: str | None = None, retriable: bool = True) -> None:
+        self.url = url
+        self.retriable = retriable
+        super().__init__(message, hint=hint)

@@ -17,6 +17,7 @@ import pytest
 
 from recovery.config import KafkaSettings
 from recovery.kafka.broker import LocalBroker
+from recovery.kafka.registry import LocalRegistry
 from recovery.kafka.topics import ensure_topic
 
 EXTERNAL = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -48,6 +49,18 @@ def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
     address = local_broker.bootstrap()
     assert address, "the session broker is not running"
     return address
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's Schema Registry (Apicurio, in memory, Confluent-compatible API); started on first use."""
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    atexit.register(registry.stop)
+    url = registry.start(tie_to_parent=True)
+    try:
+        yield url
+    finally:
+        registry.stop()
 
 
 @pytest.fixture
