@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import kafka.errors as kerr
@@ -96,7 +97,27 @@ def ensure_topic(
             if isinstance(exc.__cause__, kerr.TopicAlreadyExistsError):
                 return False
             raise
+    _wait_until_described(settings, name, partitions)
     return True
+
+
+def _wait_until_described(settings: KafkaSettings, name: str, partitions: int, timeout_s: float = 15.0) -> None:
+    """Wait until the broker describes a topic just created with all its partitions (creation is asynchronous:
+    a describe right after it may not see the topic yet, on a loaded machine for seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if len(partitions_for(settings, name)) >= partitions:
+                return
+        except TopicError:
+            pass
+        if time.monotonic() > deadline:
+            raise TopicError(
+                f"topic {name!r} was created but is not described after {timeout_s:.0f} s",
+                topic=name,
+                hint="the broker is slow or unhealthy: check `recovery kafka status` and retry",
+            )
+        time.sleep(0.1)
 
 
 def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
