@@ -272,6 +272,7 @@ class OutputsSpec:
     retraction: str = "tombstone"  # tombstone (null value) | flag (a record with retraction_flag = true)
     retraction_flag: str = "retracted"
     avro: AvroSource | None = None
+    corrections_schema_id: int | None = None  # Avro: the schema id corrections in this layout are written with
     legacy: bool = True  # the toolkit's own output record (the default when the spec has no [outputs])
 
     def __post_init__(self) -> None:
@@ -302,12 +303,17 @@ class OutputsSpec:
             if getattr(self, name) not in allowed:
                 raise SpecError(f"{where} {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         parse_path(self.retraction_flag, f"{where} retraction_flag")
+        if self.format == "avro" and self.corrections == "layout" and self.corrections_schema_id is None:
+            raise SpecError(
+                f"{where}: corrections in an Avro layout need the schema id to write them with",
+                hint='set corrections_schema_id = N (a schema of the output topic), or corrections = "record"',
+            )
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> OutputsSpec:
         """From the ``[outputs]`` TOML table (unknown keys refused)."""
         simple = {"format", "key", "window", "window_end", "window_unit", "time", "metric", "value", "metrics"}
-        simple |= {"emit", "corrections", "retraction", "retraction_flag"}
+        simple |= {"emit", "corrections", "retraction", "retraction_flag", "corrections_schema_id"}
         _check_keys(table, simple | _AVRO_KEYS, "[outputs]")
         fmt = table.get("format", "json")
         avro = AvroSource.from_table(table, "[outputs]") if fmt == "avro" or _AVRO_KEYS & set(table) else None
@@ -327,6 +333,7 @@ class OutputsSpec:
             retraction=table.get("retraction", "tombstone"),
             retraction_flag=table.get("retraction_flag", "retracted"),
             avro=avro,
+            corrections_schema_id=table.get("corrections_schema_id"),
             legacy=False,
         )
 
@@ -343,4 +350,6 @@ class OutputsSpec:
             out["retraction_flag"] = self.retraction_flag
         if self.avro is not None:
             out.update(self.avro.to_table())
+        if self.corrections_schema_id is not None:
+            out["corrections_schema_id"] = self.corrections_schema_id
         return out

@@ -60,6 +60,7 @@ from recovery.frames import CORRECTIONS, RECORDS, conform
 from recovery.kafka.client import DEFAULT_CLIENT, TxProducer, transactional_producer
 from recovery.kafka.small import read_topic
 from recovery.kafka.topics import ensure_topic, offsets, partitions_for, topic_config
+from recovery.records.layout_outputs import OutputLayout, decode_layout_corrections
 from recovery.source import KafkaSource
 from recovery.spec import PipelineSpec
 
@@ -106,10 +107,22 @@ def sorted_corrections(corrections: pl.DataFrame) -> pl.DataFrame:
     return conform(corrections, CORRECTIONS).sort("key", "metric", "window", maintain_order=True)
 
 
+def layout_of(spec: PipelineSpec) -> OutputLayout | None:
+    """The outputs' own layout when corrections are written in it (``[outputs] corrections = "layout"``)."""
+    if spec.outputs.legacy or spec.outputs.corrections != "layout":
+        return None
+    return OutputLayout(spec)
+
+
 def encode_corrections(
-    corrections: pl.DataFrame, digest: str, partitions: int = 1
-) -> tuple[list[bytes], list[bytes], list[int]]:
-    """Record keys, JSON values and partitions of the corrections (built in bulk), sorted by key, metric, window."""
+    corrections: pl.DataFrame, digest: str, partitions: int = 1, layout: OutputLayout | None = None
+) -> tuple[list[bytes], list[bytes | None], list[int]]:
+    """Record keys, values and partitions of the corrections, sorted by key, metric, window.
+
+    The record key is ``key|metric|window`` (the compacted topic keeps the latest correction of each result).
+    Values are the toolkit's correction record (JSON with the digest, built in bulk), or, with ``layout``, the
+    outputs' own record (a retraction as a tombstone or a flagged record, as the layout says).
+    """
     frame = sorted_corrections(corrections)
     keys = frame.get_column("key").unique()
     home = pl.Series([partition_of(k, partitions) for k in keys.to_list()], dtype=pl.Int64)
@@ -119,7 +132,10 @@ def encode_corrections(
         value.cast(pl.Binary).alias("v"),
         pl.col("key").replace_strict(keys, home, return_dtype=pl.Int64).alias("p"),
     )
-    return encoded.get_column("k").to_list(), encoded.get_column("v").to_list(), encoded.get_column("p").to_list()
+    values: list[bytes | None] = (
+        encoded.get_column("v").to_list() if layout is None else [v for _, v in layout.encode(frame)]
+    )
+    return encoded.get_column("k").to_list(), values, encoded.get_column("p").to_list()
 
 
 def decode_corrections(records: pl.DataFrame) -> pl.DataFrame:
@@ -156,8 +172,11 @@ def read_corrections(
     digest: str | None = None,
     since: dict[int, int] | None = None,
     client: str = DEFAULT_CLIENT,
+    layout: OutputLayout | None = None,
 ) -> pl.DataFrame:
     """Committed correction records of ``topic`` (read_committed, bounded), optionally of one digest.
+
+    With ``layout``, the records are the outputs' own (see :func:`encode_corrections`).
 
     ``since`` (partition -> offset) skips what came before: a publish records the end offsets before it
     sends, and only records after them can be its own.
@@ -165,6 +184,9 @@ def read_corrections(
     source = KafkaSource(topic, settings, isolation_level="read_committed")
     offsets = None if since is None else {int(p): (int(o), None) for p, o in since.items()}
     records = read_topic(source, offsets=offsets, client=client)
+    if layout is not None:  # the outputs' own records carry no digest: ``since`` tells which are this publish's
+        found = decode_layout_corrections(layout, records)
+        return found.with_columns(pl.lit(digest, dtype=pl.String).alias("digest")).select(PUBLISHED.names())
     if digest is not None:
         records = records.filter(pl.col("value").bin.contains(digest.encode()))
     published = decode_corrections(records)
@@ -183,20 +205,23 @@ def verify(
 
     Returns per partition ``[first offset, last offset, records]``; :class:`VerificationError` otherwise.
     """
-    published = read_corrections(settings, topic, digest=fixset.digest, since=since, client=client)
+    layout = layout_of(fixset.spec)
+    published = read_corrections(settings, topic, digest=fixset.digest, since=since, client=client, layout=layout)
     expected = conform(fixset.corrections, CORRECTIONS).with_columns(record_key().alias("_rk"))
+    # the outputs' own layout carries neither the reason nor (for count windows) the event time
+    checked = CORRECTIONS.names() if layout is None else ["key", "metric", "window", "action", "value"]
     copies = published.group_by("record_key").len()
     duplicated = copies.filter(pl.col("len") > 1).height
     joined = expected.join(
         published.unique(subset=["record_key"], keep="last").select(
-            "record_key", *[pl.col(c).alias(f"_got_{c}") for c in CORRECTIONS]
+            "record_key", *[pl.col(c).alias(f"_got_{c}") for c in checked]
         ),
         left_on="_rk",
         right_on="record_key",
         how="left",
     )
     missing = joined.filter(pl.col("_got_key").is_null()).height
-    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_got_{c}")) for c in CORRECTIONS])
+    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_got_{c}")) for c in checked])
     changed = joined.filter(pl.col("_got_key").is_not_null() & differs).height
     unexpected = published.join(expected.select("_rk"), left_on="record_key", right_on="_rk", how="anti").height
     if missing or changed or duplicated or unexpected:
@@ -401,8 +426,16 @@ def _plan(
         return plan, 0, since
     since = offsets(settings, topic).end_offsets  # our records can only come after these
     tx.begin()
+    outputs = fixset.spec.outputs
+    written = "record" if layout_of(fixset.spec) is None else "layout"
     begin = audit_record(
-        "publish-begin", fixset.digest, since=since, boundaries=list(plan.boundaries), chunk_size=chunk_size
+        "publish-begin",
+        fixset.digest,
+        since=since,
+        boundaries=list(plan.boundaries),
+        chunk_size=chunk_size,
+        corrections_format=written,
+        retraction=outputs.retraction if written == "layout" else "record",
     )
     _audit(tx, audit_topic, begin)
     tx.commit()
@@ -415,11 +448,12 @@ def _send_chunks(tx: TxProducer, fixset: FixSet, plan: Plan, first: int, partiti
     corrections sent."""
     topic, audit_topic = fixset.spec.topics.corrections, fixset.spec.topics.audit
     ordered = sorted_corrections(fixset.corrections)
+    layout = layout_of(fixset.spec)
     hook = _crash_hook(tx)
     sent = 0
     for index in range(first, plan.chunks):
         start, end = plan.chunk(index)
-        keys, values, parts = encode_corrections(ordered.slice(start, end - start), fixset.digest, partitions)
+        keys, values, parts = encode_corrections(ordered.slice(start, end - start), fixset.digest, partitions, layout)
         last = index == plan.chunks - 1
         tx.begin()
         tx.send_many(topic, keys, values, parts, after_each=None if hook is None else _offset_hook(hook, start))

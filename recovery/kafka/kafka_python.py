@@ -126,7 +126,7 @@ class KafkaPythonTx:
         self,
         topic: str,
         keys: Sequence[bytes],
-        values: Sequence[bytes],
+        values: Sequence[bytes | None],
         partitions: Sequence[int],
         after_each: Callable[[int], None] | None = None,
         timestamps: Sequence[int] | None = None,

@@ -29,7 +29,8 @@ from recovery.metrics.windows import (
     watermark_seen_before,
     windows_from_panes,
 )
-from recovery.records.events import parse_event, reason_category
+from recovery.records.events import parse_event
+from recovery.records.reasons import reason_category
 from recovery.spec import PipelineSpec
 
 log = logging.getLogger("recovery.live.worker")

@@ -20,7 +20,7 @@ from recovery.errors import ConfigError, DataError
 from recovery.fixes.audit import read_audit
 from recovery.fixes.chunks import unfinished
 from recovery.fixes.fixset import apply_corrections
-from recovery.fixes.publish import read_corrections
+from recovery.fixes.publish import layout_of, read_corrections
 from recovery.frames import CORRECTIONS, OUTPUTS, RESULTS, conform, empty
 from recovery.kafka.small import read_topic
 from recovery.kafka.topics import list_topics, offsets
@@ -77,7 +77,7 @@ def committed_corrections(settings: KafkaSettings, spec: PipelineSpec) -> pl.Dat
     topic = spec.topics.corrections
     if topic not in list_topics(settings):
         return empty(CORRECTIONS)
-    published = read_corrections(settings, topic)
+    published = read_corrections(settings, topic, layout=layout_of(spec))
     return published.sort("partition", "offset").unique(subset=["record_key"], keep="last", maintain_order=True)
 
 

@@ -19,7 +19,7 @@ from recovery.errors import ApprovalError, ConfigError
 from recovery.fixes.approval import check_approved, load_approval
 from recovery.fixes.audit import read_audit
 from recovery.fixes.fixset import FixSet, load_fixset
-from recovery.fixes.publish import PublishReport, publish, read_corrections
+from recovery.fixes.publish import PublishReport, layout_of, publish, read_corrections
 from recovery.kafka.topics import list_topics
 from recovery.notebook.explore import Case, Text, figures, resolve_path
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
@@ -216,7 +216,7 @@ def read_back(fixset: str, bootstrap_servers: str = "") -> pl.DataFrame | Text:
     topic = loaded.spec.topics.corrections
     if topic not in list_topics(settings):
         return Text(f"The corrections topic `{topic}` does not exist yet: nothing has been published.")
-    published = read_corrections(settings, topic, digest=loaded.digest)
+    published = read_corrections(settings, topic, digest=loaded.digest, layout=layout_of(loaded.spec))
     if published.height == 0:
         return Text(f"No committed correction of digest `{loaded.digest[:12]}...` on `{topic}`.")
     return (

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import fastavro
 
 from recovery.errors import ConfigError
-from recovery.records.events import EMPTY, NOT_OBJECT
+from recovery.records.reasons import EMPTY, NOT_OBJECT
 from recovery.records.registry import RegistryClient
 
 MAGIC = 0
@@ -415,3 +415,24 @@ class AvroCodec:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+_CODECS: dict[tuple[Any, ...], AvroCodec] = {}
+
+
+def codec_for(registry_url: str | None, schema_files: Mapping[int, str], reader_schema: str | None) -> AvroCodec:
+    """The codec of a spec's Avro settings, built once per process (schemas are then fetched once per id).
+
+    ``.avsc`` paths are relative to the working directory. A registry is checked when the codec is built, so
+    a registry that is down stops a run before anything is read or written.
+    """
+    key = (registry_url, tuple(sorted(schema_files.items())), reader_schema)
+    codec = _CODECS.get(key)
+    if codec is None:
+        if registry_url is not None:
+            codec = AvroCodec.from_registry(registry_url, reader=reader_schema)
+            codec.check()
+        else:
+            codec = AvroCodec.from_files(dict(schema_files) or None, reader=reader_schema)
+        _CODECS[key] = codec
+    return codec

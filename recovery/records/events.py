@@ -14,36 +14,21 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from recovery.formats import KEY_SEPARATOR, EventsSpec, get_path, parse_path
+from recovery.formats import KEY_SEPARATOR, AvroSource, EventsSpec, get_path, parse_path
+from recovery.records.avro import codec_for
+from recovery.records.reasons import (
+    BAD_JSON,
+    BAD_VALUE,
+    EMPTY,
+    ENCODING,
+    MISSING,
+    NOT_OBJECT,
+    WRONG_TYPE,
+)
 from recovery.spec import FieldsSpec
-
-EMPTY = "empty value"
-ENCODING = "bad encoding"
-BAD_JSON = "bad JSON"
-NOT_OBJECT = "not an object"
-MISSING = "missing field"
-WRONG_TYPE = "wrong type"
-BAD_VALUE = "bad value"
-REASON_CATEGORIES: tuple[str, ...] = (EMPTY, ENCODING, BAD_JSON, NOT_OBJECT, MISSING, WRONG_TYPE, BAD_VALUE)
 
 # Canonical columns in the order of recovery.frames.EVENTS.
 CANONICAL: tuple[str, ...] = ("event_id", "key", "seq", "ts", "price", "volume")
-
-# How much of a bad record value a quarantine row keeps for display.
-DISPLAY_CHARS = 200
-
-
-def reason_category(reason: str) -> str:
-    """The category of a reason string (what counters group by)."""
-    return reason.split(":", 1)[0]
-
-
-def display_value(raw: bytes | None) -> str:
-    """A raw value as text for a quarantine row: lossily decoded and truncated."""
-    if raw is None:
-        return ""
-    text = raw[: DISPLAY_CHARS * 4].decode("utf-8", "replace")
-    return text if len(text) <= DISPLAY_CHARS else text[: DISPLAY_CHARS - 1] + "…"
 
 
 def _is_int(value: Any) -> bool:
@@ -64,7 +49,7 @@ def parse_event(
     Avro values are decoded first and judged by :func:`event_from_object`.
     """
     if isinstance(layout, EventsSpec) and not layout.is_flat_legacy:
-        data = decode_json(value)
+        data = decode_value(value, layout.avro)
         return data if isinstance(data, str) else event_from_object(data, layout, value, timestamp_ms)
     fields = layout if isinstance(layout, FieldsSpec) else as_fields(layout)
     return _parse_flat(value, fields)
@@ -85,6 +70,14 @@ def as_fields(layout: EventsSpec) -> FieldsSpec:
         price=name(layout.values["price"]),
         volume=name(layout.values["volume"]),
     )
+
+
+def decode_value(value: bytes | None, avro: AvroSource | None) -> Any | str:
+    """A record value decoded as JSON, or as Avro in the Confluent wire format when ``avro`` says where the
+    schemas are; a reason string when it does not decode."""
+    if avro is None:
+        return decode_json(value)
+    return codec_for(avro.registry_url, avro.schema_files, avro.reader_schema).decode(value)
 
 
 def decode_json(value: bytes | None) -> Any | str:

@@ -17,14 +17,9 @@ import polars as pl
 
 from recovery.formats import KEY_SEPARATOR, OutputsSpec, get_path, has_path, parse_path
 from recovery.frames import CORRECTIONS, OUTPUTS, QUARANTINE, RECORDS, conform, empty
-from recovery.records.events import (
-    BAD_VALUE,
-    MISSING,
-    NOT_OBJECT,
-    WRONG_TYPE,
-    decode_json,
-    display_value,
-)
+from recovery.records.avro import codec_for
+from recovery.records.events import decode_value
+from recovery.records.reasons import BAD_VALUE, MISSING, NOT_OBJECT, WRONG_TYPE, display_value
 from recovery.spec import MetricSpec, PipelineSpec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -139,7 +134,7 @@ class OutputLayout:
         good: list[dict[str, Any]] = []
         bad: list[tuple[Any, ...]] = []
         for partition, offset, ts, key, value in conform(records, RECORDS).iter_rows():
-            data = decode_json(value)
+            data = decode_value(value, self.layout.avro)
             found = data if isinstance(data, str) else self.decode_object(data, ts)
             if isinstance(found, str):
                 bad.append((partition, offset, ts, display_value(key), display_value(value), found))
@@ -148,6 +143,14 @@ class OutputLayout:
                 good.append({**row, "partition": partition, "offset": offset, "timestamp_ms": ts})
         outputs = pl.DataFrame(good, schema=OUTPUTS) if good else empty(OUTPUTS)
         return outputs, pl.DataFrame(bad, schema=QUARANTINE, orient="row")
+
+    def _serialise(self, doc: dict[str, Any]) -> bytes:
+        avro = self.layout.avro
+        if avro is None:
+            return json.dumps(doc, separators=(",", ":")).encode()
+        assert self.layout.corrections_schema_id is not None
+        codec = codec_for(avro.registry_url, avro.schema_files, avro.reader_schema)
+        return codec.encode(doc, self.layout.corrections_schema_id)
 
     def encode(self, corrections: pl.DataFrame) -> list[tuple[bytes, bytes | None]]:
         """(record key, value) per correction in this layout; a retraction is a tombstone or a flagged record.
@@ -182,11 +185,12 @@ class OutputLayout:
                 _put(doc, self.metric_paths[metric], value)
             if action == "retract":
                 _put(doc, parse_path(lay.retraction_flag, ""), True)
-            out.append((record_key, json.dumps(doc, separators=(",", ":")).encode()))
+            out.append((record_key, self._serialise(doc)))
         return out
 
 
 def _time_out(ms: int, unit: str) -> Any:
+    """A time in epoch ms written in ``unit``."""
     if unit == "iso":
         return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if unit == "s":
@@ -198,3 +202,47 @@ def _put(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
         doc = doc.setdefault(part, {})
     doc[path[-1]] = value
+
+
+# What a correction written in the outputs' layout reads back as (the digest is not in the record).
+LAYOUT_CORRECTIONS = pl.Schema(
+    [*CORRECTIONS.items(), ("record_key", pl.String), ("partition", pl.Int32), ("offset", pl.Int64)]
+)
+
+
+def split_record_key(record_key: str) -> tuple[str, str, int] | None:
+    """(key, metric, window) of a correction's record key ``key|metric|window`` (the key may hold ``|``)."""
+    parts = record_key.rsplit("|", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        return parts[0], parts[1], int(parts[2])
+    except ValueError:
+        return None
+
+
+def decode_layout_corrections(layout: OutputLayout, records: pl.DataFrame) -> pl.DataFrame:
+    """Corrections written in ``layout`` read back from the corrections topic: a tombstone or a flagged record
+    is a retraction; records whose key is not ``key|metric|window`` are not corrections and are skipped."""
+    flag = parse_path(layout.layout.retraction_flag, "")
+    rows: list[dict[str, Any]] = []
+    for partition, offset, ts, key, value in conform(records, RECORDS).iter_rows():
+        record_key = key.decode("utf-8", "replace") if key is not None else ""
+        named = split_record_key(record_key)
+        if named is None:
+            continue
+        where = {"record_key": record_key, "partition": partition, "offset": offset, "reason": None}
+        if value is None:
+            rows.append(
+                {"key": named[0], "metric": named[1], "window": named[2], "time_ms": named[2], "action": "retract"}
+                | {"value": None, **where}
+            )
+            continue
+        data = decode_value(value, layout.layout.avro)
+        found = data if isinstance(data, str) else layout.decode_object(data, ts)
+        if isinstance(found, str):
+            continue
+        retract = isinstance(data, dict) and get_path(data, flag) is True
+        for row in found:
+            rows.append({**row, "action": "retract" if retract else "upsert", **where})
+    return pl.DataFrame(rows, schema=LAYOUT_CORRECTIONS) if rows else empty(LAYOUT_CORRECTIONS)

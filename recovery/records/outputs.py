@@ -20,8 +20,17 @@ import polars as pl
 
 from recovery.frames import OUTPUTS, QUARANTINE, RECORDS, conform, empty
 from recovery.metrics.windows import LIVE_RESULTS
-from recovery.records.events import BAD_JSON, BAD_VALUE, EMPTY, ENCODING, MISSING, NOT_OBJECT, WRONG_TYPE, display_value
 from recovery.records.layout_outputs import OutputLayout
+from recovery.records.reasons import (
+    BAD_JSON,
+    BAD_VALUE,
+    EMPTY,
+    ENCODING,
+    MISSING,
+    NOT_OBJECT,
+    WRONG_TYPE,
+    display_value,
+)
 from recovery.spec import PipelineSpec
 
 FIELDS: tuple[str, ...] = (

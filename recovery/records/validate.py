@@ -20,7 +20,8 @@ import polars as pl
 from recovery.errors import DataError
 from recovery.formats import EventsSpec
 from recovery.frames import EVENTS, QUARANTINE, RECORDS, conform, empty, events_schema
-from recovery.records.events import as_fields, display_value, parse_event, reason_category
+from recovery.records.events import as_fields, parse_event
+from recovery.records.reasons import display_value, reason_category
 from recovery.spec import FieldsSpec, PipelineSpec
 
 # canonical column -> kind of JSON value it must hold

@@ -22,7 +22,8 @@ from kafka.partitioner.default import murmur2
 from recovery.errors import ConfigError
 from recovery.frames import EVENTS
 from recovery.live.hooks import BugHook, CrashHook
-from recovery.records.events import parse_event, reason_category
+from recovery.records.events import parse_event
+from recovery.records.reasons import reason_category
 from recovery.spec import PipelineSpec
 
 BASE_START_MS = 1_767_603_600_000  # 2026-01-05T09:00:00Z

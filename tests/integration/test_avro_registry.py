@@ -13,7 +13,7 @@ from recovery.errors import RegistryError
 from recovery.kafka.broker import free_port
 from recovery.kafka.clients import producer
 from recovery.records.avro import BAD_AVRO, EMPTY, UNKNOWN_SCHEMA, WRONG_MAGIC, AvroCodec
-from recovery.records.events import reason_category
+from recovery.records.reasons import reason_category
 from recovery.records.registry import RegistryClient
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource

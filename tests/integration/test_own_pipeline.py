@@ -12,15 +12,19 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from recovery.config import KafkaSettings
+from recovery.fixes.approval import approve
+from recovery.fixes.publish import publish
 from recovery.kafka.clients import producer
 from recovery.pipeline.calibrate import check_spec
 from recovery.pipeline.recover import recover
 from recovery.spec import MetricSpec, TopicsSpec
+from tests.integration.engine_helpers import read_all
 from tests.unit.pipeline.test_own_layouts import MINUTE, SPEC, START, _iso, _orders, _truth
 
 pytestmark = pytest.mark.kafka
@@ -104,3 +108,42 @@ def test_check_spec_passes_on_a_clean_range_and_fails_on_a_wrong_window(
     found = check_spec(wrong, START, START + 10 * MINUTE, settings=kafka_settings)
     assert not found.passed
     assert found.shares[0].ok_pct == 100.0 and found.shares[1].ok_pct < 50.0
+
+
+@pytest.mark.timeout(240)
+def test_corrections_published_in_the_outputs_layout_restore_the_clean_outputs(
+    kafka_settings: KafkaSettings, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    spec, truth, (dropped, wrong) = _setup(kafka_settings, topic_factory, faults=True)
+    out = tmp_path / "fx"
+    recover(spec, START, START + 10 * MINUTE, settings=kafka_settings, out_dir=out, now=START + 24 * 60 * MINUTE)
+    approve(out, "layout-reviewer", kafka_settings)
+    report = publish(out, kafka_settings, chunk_size=2)  # two transactions
+    assert report.verified and report.chunks == 2
+    again = publish(out, kafka_settings)
+    assert again.status == "already-published"
+
+    # an independent reader: a plain consumer and json, not the toolkit's decoders
+    held: dict[tuple[str, int], dict[str, float]] = {}
+    for r in read_all(kafka_settings, spec.topics.output):
+        doc = json.loads(r.value)
+        end = datetime.fromisoformat(doc["window"]["end"].replace("Z", "+00:00"))
+        start = int(end.timestamp() * 1000) - MINUTE
+        held[(f"{doc['merchant']}|{doc['region']}", start)] = {
+            "avg_amount": doc["avg_amount"],
+            "avg_items": doc["avg_items"],
+        }
+    corrections = read_all(kafka_settings, spec.topics.corrections)
+    assert len(corrections) == 3  # each correction committed exactly once
+    for r in corrections:
+        doc = json.loads(r.value)
+        assert r.key.decode().rsplit("|", 2)[1] in doc  # the record key names the corrected metric
+        end = datetime.fromisoformat(doc["window"]["end"].replace("Z", "+00:00"))
+        start = int(end.timestamp() * 1000) - MINUTE
+        slot = held.setdefault((f"{doc['merchant']}|{doc['region']}", start), {})
+        slot.update({m: doc[m] for m in ("avg_amount", "avg_items") if m in doc})
+    assert set(held) == set(truth)
+    for window, (amount, items) in truth.items():
+        assert held[window]["avg_amount"] == pytest.approx(amount, rel=1e-12)
+        assert held[window]["avg_items"] == pytest.approx(items, rel=1e-12)
+    assert dropped in held and wrong in held

@@ -21,7 +21,7 @@ from recovery.records.avro import (
     split_wire,
     wire_bytes,
 )
-from recovery.records.events import EMPTY, NOT_OBJECT, reason_category
+from recovery.records.reasons import EMPTY, NOT_OBJECT, reason_category
 from tests.unit.records.avro_reference import (
     ORDER_SCHEMA,
     double,

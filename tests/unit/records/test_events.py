@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from recovery.records.events import REASON_CATEGORIES, display_value, parse_event, reason_category
+from recovery.records.events import parse_event
+from recovery.records.reasons import REASON_CATEGORIES, display_value, reason_category
 from recovery.spec import FieldsSpec
 
 FIELDS = FieldsSpec()
