@@ -244,5 +244,6 @@ def decode_layout_corrections(layout: OutputLayout, records: pl.DataFrame) -> pl
             continue
         retract = isinstance(data, dict) and get_path(data, flag) is True
         for row in found:
-            rows.append({**row, "action": "retract" if retract else "upsert", **where})
+            if row["metric"] == named[1]:  # a record carrying several metrics corrects the one its key names
+                rows.append({**row, "action": "retract" if retract else "upsert", **where})
     return pl.DataFrame(rows, schema=LAYOUT_CORRECTIONS) if rows else empty(LAYOUT_CORRECTIONS)

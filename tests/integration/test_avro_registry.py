@@ -10,8 +10,8 @@ import pytest
 
 from recovery.config import KafkaSettings
 from recovery.errors import RegistryError
-from recovery.kafka.broker import free_port
 from recovery.kafka.clients import producer
+from recovery.kafka.storage import free_port
 from recovery.records.avro import BAD_AVRO, EMPTY, UNKNOWN_SCHEMA, WRONG_MAGIC, AvroCodec
 from recovery.records.reasons import reason_category
 from recovery.records.registry import RegistryClient
