@@ -87,10 +87,16 @@ class SpecCheck:
 def events_behind(events: pl.DataFrame, metric: MetricSpec, key: str, window: int) -> pl.DataFrame:
     """The events a recomputed result of ``metric`` for ``key`` and ``window`` is made of (event-time order)."""
     mine = events.filter(pl.col("key") == key)
-    if metric.is_windowed:
-        assert metric.window_ms is not None
-        return mine.filter(pl.col("ts").is_between(window, window + metric.window_ms, closed="left"))
-    assert metric.n is not None
+    kind = metric.window_kind
+    if kind in ("tumbling", "hopping"):
+        return mine.filter(pl.col("ts").is_between(window, window + metric.size, closed="left"))
+    if kind == "session":
+        assert metric.gap_ms is not None
+        later = mine.filter(pl.col("ts") >= window)
+        apart = (pl.col("ts") - pl.col("ts").shift(1)).fill_null(0) > metric.gap_ms
+        return later.filter(apart.cum_sum() == 0)
+    if kind != "count" or metric.n is None:
+        return mine  # a user function over all of a key's events
     ident = "seq" if mine.get_column("seq").null_count() == 0 else "ts"
     upto = mine.with_row_index("_i").filter(pl.col(ident) == window)
     if upto.height == 0:

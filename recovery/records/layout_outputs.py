@@ -68,7 +68,7 @@ class OutputLayout:
 
     def _window_start(self, raw: Any, metric: MetricSpec | None) -> int | str:
         lay = self.layout
-        if metric is not None and not metric.is_windowed and lay.window is not None:
+        if metric is not None and metric.window_kind == "count" and lay.window is not None:
             # a count window is named by its seq (an integer) whatever the unit of time fields
             if isinstance(raw, int) and not isinstance(raw, bool):
                 return raw
@@ -76,9 +76,9 @@ class OutputLayout:
         found = _ms(raw, lay.window_unit, lay.window or lay.window_end or "")
         if isinstance(found, str) or lay.window_end is None:
             return found
-        if metric is None or not metric.is_windowed or metric.window_ms is None:
-            return f"{BAD_VALUE}: window_end needs a time-window metric"
-        return found - metric.window_ms
+        if metric is None or not metric.is_windowed:
+            return f"{BAD_VALUE}: window_end needs a tumbling or hopping window metric"
+        return found - metric.size
 
     def decode_object(self, data: Any, timestamp_ms: int) -> list[dict[str, Any]] | str:
         """The results one decoded record holds, or why it holds none."""
@@ -120,7 +120,7 @@ class OutputLayout:
                 when = _ms(get_path(data, self.time_path), self.layout.window_unit, self.layout.time or "")
                 if isinstance(when, str):
                     return when
-            elif metric is not None and not metric.is_windowed:
+            elif metric is not None and metric.window_kind == "count":
                 when = timestamp_ms
             else:
                 when = window
@@ -169,9 +169,9 @@ class OutputLayout:
             for path, part in zip(self.key_paths, parts, strict=False):
                 _put(doc, path, part)
             spec_metric = self.metrics.get(metric)
-            if lay.window_end is not None and spec_metric is not None and spec_metric.window_ms is not None:
-                _put(doc, self.window_path, _time_out(window + spec_metric.window_ms, lay.window_unit))
-            elif spec_metric is not None and not spec_metric.is_windowed:
+            if lay.window_end is not None and spec_metric is not None and spec_metric.is_windowed:
+                _put(doc, self.window_path, _time_out(window + spec_metric.size, lay.window_unit))
+            elif spec_metric is not None and spec_metric.window_kind == "count":
                 _put(doc, self.window_path, window)
             else:
                 _put(doc, self.window_path, _time_out(window, lay.window_unit))
