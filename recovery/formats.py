@@ -8,6 +8,7 @@ brackets (``"['a.b']"``). Inside the toolkit events and results always have the 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,8 +24,10 @@ RESERVED = frozenset({"partition", "offset", "timestamp_ms", "event_id", "key", 
 _PART_RE = re.compile(r"\['((?:[^'\\]|\\.)*)'\]|([^.\[\]]+)")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(path: str, where: str) -> tuple[str, ...]:
-    """The segments of a field path (``"a.b"`` -> ``("a", "b")``, ``"['a.b']"`` -> ``("a.b",)``)."""
+    """The segments of a field path (``"a.b"`` -> ``("a", "b")``, ``"['a.b']"`` -> ``("a.b",)``); cached, since
+    per-record decoders look the same few paths up for every record."""
     if not isinstance(path, str) or not path:
         raise SpecError(f"{where}: a field path must be a non-empty string, got {path!r}")
     parts: list[str] = []
