@@ -205,7 +205,7 @@ def release_results(report: PublishReport, dry_run: bool) -> dict[str, Any]:
         "verified": report.verified,
         "reviewer": report.reviewer,
         "chunks": report.chunks,
-        "publication": None if report.progress is None else report.progress.state,
+        "publication_before": None if report.progress is None else report.progress.state,
     }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.fixes.approval import approve
+from recovery.fixes.chunks import DEFAULT_CHUNK_SIZE
 from recovery.fixes.fixset import load_fixset
 from recovery.fixes.publish import read_corrections
 from recovery.notebook import runbook
@@ -163,6 +164,8 @@ def test_publish_of_the_approved_digest_is_verified_and_audited(story: Story) ->
         "corrections": fixset.corrections.height,
         "verified": True,
         "reviewer": REVIEWER,
+        "chunks": -(-fixset.corrections.height // DEFAULT_CHUNK_SIZE),
+        "publication_before": "not-started",
     }
     committed = read_corrections(story.settings, story.spec.topics.corrections, digest=fixset.digest)
     assert committed.height == fixset.corrections.height
