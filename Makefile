@@ -11,7 +11,7 @@ RECOVERY := $(BIN)/recovery
 SPEC ?= pipeline.toml
 PYTEST_ARGS ?=
 
-.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
+.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo example-kstreams lab report reconcile bench soak clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,14 @@ chromium: ## install Debian's headless Chromium (report rendering tests) if miss
 	  echo "installing chromium (Debian package) for the report rendering tests"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-setup: $(VENV)/.installed kafka/lib/.installed registry/target/.installed chromium ## venv with locked packages, Kafka jars, a local Schema Registry (tests), Chromium (idempotent)
+KSTREAMS_JAR := examples/kafka-streams/target/.built
+
+$(KSTREAMS_JAR): examples/kafka-streams/pom.xml $(shell find examples/kafka-streams/src -type f 2>/dev/null)
+	rm -rf examples/kafka-streams/target/lib
+	mvn -q -B -f examples/kafka-streams/pom.xml package
+	@touch $@
+
+setup: $(VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, Kafka jars, a local Schema Registry, the Kafka Streams example, Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi
@@ -59,9 +66,10 @@ unit: setup ## fast unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup ## ruff check, ruff format --check, mypy on the package
-	$(BIN)/ruff check recovery tests bench
-	$(BIN)/ruff format --check recovery tests bench
+	$(BIN)/ruff check recovery tests bench examples
+	$(BIN)/ruff format --check recovery tests bench examples
 	$(BIN)/mypy recovery
+	$(BIN)/mypy examples/kafka-streams/*.py
 
 NOTEBOOK ?= 02_recompute_compare
 PARAMS ?= notebooks/params/demo_02.yaml
@@ -76,6 +84,12 @@ demo: kafka-up ## the whole story on the local broker: incident, explore, recomp
 	$(RECOVERY) report 03_publish_fixes -f notebooks/params/demo_03.yaml -p approved_digest $$(cat fixes/demo/digest.sha256)
 	$(RECOVERY) report 00_reconciliation -f notebooks/params/reconcile.yaml
 	@echo "reports: $(CURDIR)/reports/index.html"
+
+KSTREAMS_EVENTS ?= 6000
+
+example-kstreams: kafka-up ## the Kafka Streams example: generate, the job with faults, the clean job, check-spec, recover, reports, oracle check
+	@KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" \
+	  $(PY) examples/kafka-streams/story.py --events $(KSTREAMS_EVENTS) --seed 7 --reports
 
 report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_compare PARAMS=notebooks/params/demo_02.yaml)
 	$(RECOVERY) report $(NOTEBOOK) $(if $(PARAMS),-f $(PARAMS)) $(REPORT_ARGS)

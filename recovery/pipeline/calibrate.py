@@ -14,6 +14,7 @@ import polars as pl
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
 from recovery.kafka.client import DEFAULT_CLIENT
+from recovery.metrics.windows import window_end
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL, compare
 from recovery.pipeline.steps import SourceLike, originals_for_range, truth_for_range
 from recovery.replay.bounded import DEFAULT_SLACK_MS
@@ -87,16 +88,17 @@ class SpecCheck:
 def events_behind(events: pl.DataFrame, metric: MetricSpec, key: str, window: int) -> pl.DataFrame:
     """The events a recomputed result of ``metric`` for ``key`` and ``window`` is made of (event-time order)."""
     mine = events.filter(pl.col("key") == key)
-    kind = metric.window_kind
-    if kind in ("tumbling", "hopping"):
-        return mine.filter(pl.col("ts").is_between(window, window + metric.size, closed="left"))
-    if kind == "session":
+    if metric.is_windowed:
+        return mine.filter((pl.col("ts") >= window) & (pl.col("ts") < window_end(pl.lit(window), metric)))
+    if metric.window_kind == "session":
         assert metric.gap_ms is not None
-        later = mine.filter(pl.col("ts") >= window)
-        apart = (pl.col("ts") - pl.col("ts").shift(1)).fill_null(0) > metric.gap_ms
-        return later.filter(apart.cum_sum() == 0)
-    if kind != "count" or metric.n is None:
-        return mine  # a user function over all of a key's events
+        after = mine.filter(pl.col("ts") >= window).sort("ts", maintain_order=True)
+        # the session runs on while consecutive events are at most gap_ms apart
+        broken = (pl.col("ts").diff().fill_null(0) > metric.gap_ms).cum_sum()
+        return after.filter(broken == 0)
+    if metric.window_kind != "count":
+        return mine
+    assert metric.n is not None
     ident = "seq" if mine.get_column("seq").null_count() == 0 else "ts"
     upto = mine.with_row_index("_i").filter(pl.col(ident) == window)
     if upto.height == 0:

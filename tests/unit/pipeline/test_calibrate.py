@@ -73,6 +73,28 @@ def test_a_spec_with_a_wrong_window_fails_and_shows_the_events_behind(tmp_path: 
     assert found.lines()[-1].startswith("spec check FAILED")
 
 
+@pytest.mark.timeout(60)
+def test_events_behind_a_mismatch_of_an_aggregation_form_metric_no_longer_fail_an_assertion(tmp_path: Path) -> None:
+    """check-spec stopped with an AssertionError (window_ms is None) on a mismatch of a metric written with
+    aggregation and size_ms."""
+    raw, out, _ = _clean_run(tmp_path)
+    wrong = replace(
+        SPEC,
+        metrics=(
+            MetricSpec("avg_amount", aggregation="mean", field="amount", window="tumbling", size_ms=MINUTE),
+            MetricSpec("avg_items", aggregation="mean", field="items", window="tumbling", size_ms=2 * MINUTE),
+        ),
+    )
+    found = check_spec(wrong, START, START + 10 * MINUTE, raw_source=raw, outputs_source=out, show=5)
+    assert not found.passed
+    shown = [m for m in found.mismatches if m.corrected is not None]
+    assert shown
+    for m in shown:
+        assert m.events.height > 0
+        assert m.events.get_column("ts").min() >= m.window
+        assert m.events.get_column("ts").max() < m.window + 2 * MINUTE
+
+
 def test_a_threshold_outside_a_percentage_is_refused(tmp_path: Path) -> None:
     raw, out, _ = _clean_run(tmp_path)
     with pytest.raises(ConfigError, match="percentage"):
