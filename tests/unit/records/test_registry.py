@@ -4,7 +4,7 @@ import pytest
 
 from recovery.config import registry_credentials
 from recovery.errors import ConfigError, RegistryError
-from recovery.kafka.broker import free_port
+from recovery.kafka.storage import free_port
 from recovery.records.registry import RegistryClient
 
 
