@@ -45,6 +45,15 @@ TRANSACTION_TIMEOUT_MS = 45_000
 MAX_TRANSACTION_TIMEOUT_MS = 60_000
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count): the default of
+    ``--workers``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def local_broker_home() -> Path:
     """Directory of the project's local broker (data, log, pid, bootstrap address)."""
     return Path(os.environ.get("RECOVERY_KAFKA_HOME", PROJECT_ROOT / ".kafka-local"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from recovery.config import usable_cores
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
@@ -44,7 +45,12 @@ def add_sources(parser: argparse.ArgumentParser, *, outputs: bool = True) -> Non
 
 
 def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="worker processes reading partitions (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=usable_cores(),
+        help=f"worker processes, one partition each at a time (default: the usable cores, {usable_cores()} here)",
+    )
     parser.add_argument(
         "--slack-ms",
         type=int,
@@ -55,7 +61,8 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
         "--client",
         choices=CLIENTS,
         default=DEFAULT_CLIENT,
-        help=f"Kafka client that reads (default {DEFAULT_CLIENT}; confluent needs confluent-kafka, much faster)",
+        help=f"Kafka client that reads (default {DEFAULT_CLIENT}: confluent (librdkafka) when confluent-kafka is "
+        "installed, else kafka-python)",
     )
     parser.add_argument(
         "--time-basis",

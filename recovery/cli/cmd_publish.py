@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
         "--client",
         choices=CLIENTS,
         default=DEFAULT_CLIENT,
-        help="Kafka client that publishes and reads back (confluent: librdkafka, much faster)",
+        help=f"Kafka client that publishes and reads back (default {DEFAULT_CLIENT}: confluent (librdkafka) when "
+        "confluent-kafka is installed, else kafka-python)",
     )
     p.set_defaults(func=run)
 

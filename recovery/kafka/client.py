@@ -1,7 +1,9 @@
 """One interface over the two Kafka clients, and the one place that chooses a client by its name.
 
-- ``kafka-python`` (:mod:`recovery.kafka.kafka_python`, the default): pure Python, always installed;
-- ``confluent`` (:mod:`recovery.kafka.confluent`): librdkafka, much faster, needs the confluent-kafka package.
+- ``confluent`` (:mod:`recovery.kafka.confluent`): librdkafka, several times faster, needs the confluent-kafka
+  package (``make setup`` installs it);
+- ``kafka-python`` (:mod:`recovery.kafka.kafka_python`): pure Python, always installed;
+- ``auto`` (the default): confluent when confluent-kafka can be imported, kafka-python otherwise.
 
 A :class:`RecordReader` reads offset ranges of single partitions into RECORDS frames; a :class:`TxProducer`
 publishes in Kafka transactions. Both clients read and write the same records, so results do not depend on the
@@ -22,10 +24,11 @@ from recovery.kafka.confluent import ConfluentReader, ConfluentTx
 from recovery.kafka.kafka_python import KafkaPythonReader, KafkaPythonTx
 from recovery.source import KafkaSource
 
+AUTO = "auto"
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
-CLIENTS: tuple[str, ...] = (KAFKA_PYTHON, CONFLUENT)
-DEFAULT_CLIENT = KAFKA_PYTHON
+CLIENTS: tuple[str, ...] = (AUTO, KAFKA_PYTHON, CONFLUENT)
+DEFAULT_CLIENT = AUTO
 
 
 class RecordReader(Protocol):
@@ -83,18 +86,26 @@ _PRODUCERS: dict[str, Callable[[KafkaSettings, str], TxProducer]] = {
 }
 
 
+def confluent_available() -> bool:
+    """True when confluent-kafka (librdkafka) can be imported here."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def check_client(client: str) -> str:
-    """``client`` if it names a known client that can be imported here; :class:`ConfigError` otherwise."""
+    """The client ``client`` names (``auto`` resolved) if it can be used here; :class:`ConfigError` otherwise."""
     if client not in CLIENTS:
         raise ConfigError(f"unknown client {client!r}", hint=f"use one of {', '.join(CLIENTS)}")
-    if client == CONFLUENT:
-        try:
-            import confluent_kafka  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "the confluent client needs the confluent-kafka package",
-                hint="pip install confluent-kafka (or use --client kafka-python)",
-            ) from None
+    if client == AUTO:
+        return CONFLUENT if confluent_available() else KAFKA_PYTHON
+    if client == CONFLUENT and not confluent_available():
+        raise ConfigError(
+            "the confluent client needs the confluent-kafka package",
+            hint="pip install confluent-kafka (or use --client kafka-python)",
+        )
     return client
 
 

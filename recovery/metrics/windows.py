@@ -192,7 +192,10 @@ def _merge(frame: pl.DataFrame, metric: MetricSpec, with_offsets: bool) -> pl.Da
     aggs = merge_aggs([metric])
     if with_offsets:
         aggs += [pl.col("partition").first(), pl.col("first_offset").min(), pl.col("last_offset").max()]
-    return frame.group_by(["key", "window", "end"]).agg(aggs)
+    # the end follows from the start: grouping by it too would only slow the group-by down
+    merged = frame.group_by(["key", "window"]).agg(aggs)
+    end = window_end(pl.col("window"), metric).alias("end")
+    return merged.select("key", "window", end, pl.exclude("key", "window"))
 
 
 def windows_from_panes(
@@ -212,8 +215,7 @@ def windows_from_panes(
         parts.append(base.filter(cond).with_columns(start.alias("window")))
     exploded = pl.concat(parts)
     s = pl.col("window")
-    exploded = exploded.with_columns(mine.start_ms(s).alias("window"), mine.start_ms(s + mine.size).alias("end"))
-    return _merge(exploded, metric, with_offsets)
+    return _merge(exploded.with_columns(mine.start_ms(s).alias("window")), metric, with_offsets)
 
 
 def merge_windows(frames: Sequence[pl.DataFrame], metric: MetricSpec, *, with_offsets: bool = False) -> pl.DataFrame:

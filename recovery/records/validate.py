@@ -79,6 +79,37 @@ _MEMBER = rf"{_STR}\s*:\s*(?:{_STR}|{_NUM}|true|false|null)"
 FLAT_OBJECT_RE = rf"^\s*\{{\s*{_MEMBER}(?:\s*,\s*{_MEMBER})*\s*\}}\s*$"
 
 
+# What one regex pass can capture exactly as a JSON decoder would read it: strings without escapes or control
+# characters (their bytes are their value), integers in JSON's grammar, non-negative numbers (a negative price or
+# volume is malformed: the per-record rules say why). polars parses the captured numbers correctly rounded.
+_PLAIN_STR = r'"([^"\\\x00-\x1f]*)"'
+_PLAIN_INT = r"(-?(?:0|[1-9][0-9]*))"
+_PLAIN_NUM = r"((?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+_CAPTURES = {"string": _PLAIN_STR, "int": _PLAIN_INT, "number": _PLAIN_NUM}
+
+
+def canonical_event_re(fields: FieldsSpec) -> str:
+    """The exact record the toolkit's producers write (its fields in canonical order, compact, nothing else),
+    one capture group per field: such rows are decoded by one regex pass instead of a JSON parser."""
+    names = _json_names(fields)
+    members = [f"{re.escape(json.dumps(names[c]))}:{_CAPTURES[kind]}" for c, kind in _KINDS.items()]
+    return rf"^\{{{','.join(members)}\}}$"
+
+
+def _canonical_decode(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in the canonical layout with their ``_<column>`` values, the other rows)."""
+    groups = pl.col("_text").str.extract_groups(canonical_event_re(fields))
+    decoded = rows.with_columns(groups.alias("_groups")).unnest("_groups")
+    matched = pl.col("1").is_not_null()
+    values = [
+        pl.col(str(i)).cast(EVENTS[c], strict=False).alias(f"_{c}")  # overflow: null, judged per record
+        for i, c in enumerate(_KINDS, start=1)
+    ]
+    captured = [str(i) for i in range(1, len(_KINDS) + 1)]
+    rest = decoded.filter(~matched).select(rows.columns)
+    return decoded.filter(matched).with_columns(values).drop(captured), rest
+
+
 def _bulk_decode(frame: pl.DataFrame, fields: FieldsSpec) -> pl.DataFrame:
     """Decode the ``_text`` of every row at once (raises when some row is not decodable)."""
     event = pl.col("_text").str.json_decode(_struct_dtype(fields)).struct.rename_fields([f"_{c}" for c in _KINDS])
@@ -153,12 +184,14 @@ def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec | EventsSpec
         return conform(checked.drop("_row"), schema), conform(bad.drop("_row"), QUARANTINE)
     fields = as_fields(layout)
     rows = _with_text(records.select(list(RECORDS)).with_row_index("_row"))
+    canonical, rows = _canonical_decode(rows, fields)
     gate = pl.all_horizontal(
         pl.col("_text").str.contains(FLAT_OBJECT_RE),
         *[pl.col("_text").str.contains(p) for p in _type_patterns(fields).values()],
     ).fill_null(False)
     rows = rows.with_columns(gate.alias("_gate"))
     decoded_chunks, undecodable = _split_decodable(rows.filter("_gate"), lambda f: _bulk_decode(f, fields))
+    decoded_chunks.append(canonical.with_columns(pl.lit(True).alias("_gate")))
     suspects = [rows.filter(~pl.col("_gate")), undecodable]
     valid_chunks = []
     for chunk in decoded_chunks:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from recovery.config import KafkaSettings, Secret
+from recovery.config import KafkaSettings, Secret, usable_cores
 from recovery.errors import ConfigError
 
 
@@ -104,3 +105,10 @@ def test_compression_is_unset_by_default_and_unknown_codecs_are_refused_with_the
     assert caught.value.hint is not None
     for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
         assert codec in caught.value.hint
+
+
+def test_usable_cores_are_the_affinity_mask_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1, 2}, raising=False)
+    assert usable_cores() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(), raising=False)
+    assert usable_cores() == 1  # never fewer than one worker

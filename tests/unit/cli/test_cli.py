@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,16 @@ def test_unreachable_broker_is_a_clear_bounded_error(
     assert main(["kafka", "status"]) == 2
     err = capsys.readouterr().err
     assert "127.0.0.1:1" in err and "make kafka-up" in err
+
+
+@pytest.mark.parametrize("verb", ["recover", "recompute", "compare", "export", "replay"])
+def test_range_steps_default_to_every_usable_core_and_the_auto_client(
+    verb: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recovery.cli import build_parser
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    parser = build_parser()  # the defaults are read when the parser is built
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
+    assert sub.get_default("workers") == 3
+    assert sub.get_default("client") == "auto"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -14,14 +16,23 @@ from recovery.kafka.clients import records_frame
 from recovery.kafka.confluent import librdkafka_config
 
 
-def test_kafka_python_stays_the_default_client() -> None:
-    assert DEFAULT_CLIENT == "kafka-python"
-    assert CLIENTS == ("kafka-python", "confluent")
+def test_auto_is_the_default_client_and_takes_librdkafka_when_it_is_installed() -> None:
+    assert DEFAULT_CLIENT == "auto"
+    assert CLIENTS == ("auto", "kafka-python", "confluent")
     assert check_client("kafka-python") == "kafka-python"
+    assert check_client("confluent") == "confluent"
+    assert check_client("auto") == "confluent"  # make setup installs confluent-kafka
+
+
+def test_auto_falls_back_to_kafka_python_without_confluent_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import confluent_kafka now raises ImportError
+    assert check_client("auto") == "kafka-python"
+    with pytest.raises(ConfigError, match="the confluent client needs the confluent-kafka package"):
+        check_client("confluent")
 
 
 def test_unknown_client_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown client 'librdkafka'.*kafka-python, confluent"):
+    with pytest.raises(ConfigError, match="unknown client 'librdkafka'.*auto, kafka-python, confluent"):
         check_client("librdkafka")
 
 

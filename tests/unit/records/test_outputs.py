@@ -5,11 +5,13 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from recovery.frames import OUTPUTS, QUARANTINE, RECORDS
 from recovery.metrics.windows import LIVE_RESULTS
-from recovery.records.outputs import CANONICAL_RE, decode_outputs, encode_result, encode_results
+from recovery.records.outputs import CANONICAL_RE, _strict, decode_outputs, encode_result, encode_results
 
 
 def result(**overrides: Any) -> dict[str, Any]:
@@ -139,3 +141,37 @@ def test_a_value_out_of_float_range_falls_back_to_the_strict_path() -> None:
     outputs, quarantine = decode_outputs(records([encode_result(**result()), canonical_but_huge]))
     assert outputs.height == 1
     assert quarantine.get_column("reason").to_list() == ["bad value: value is inf"]
+
+
+# JSON literals at the edges of what the regex passes may read (see test_validate's list)
+_LITERALS = [
+    "0", "-0", "7", "007", "-3", "1.5", "-0.0", "1e5", "2.5e-3", "1e999", "-1e999", "1.",
+    "99999999999999999999", "9223372036854775808", "true", "null", '"7"',
+    '"A"', '""', '"a\\"b"', '"\\u00e9"', '"\u00e9"', '"tab\there"', '"\\q"',
+]  # fmt: skip
+
+
+@st.composite
+def compact_outputs(draw: st.DrawFn) -> bytes:
+    """Output records in the canonical compact layout, one or two fields replaced by an edge-case literal."""
+    usual = json.loads(encode_result(**result()))
+    changed = draw(st.sets(st.sampled_from(sorted(usual)), max_size=2))
+    fields = {n: draw(st.sampled_from(_LITERALS)) if n in changed else json.dumps(v) for n, v in usual.items()}
+    return ("{" + ",".join(f'"{name}":{literal}' for name, literal in fields.items()) + "}").encode()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(compact_outputs(), min_size=1, max_size=30))
+def test_the_regex_reading_of_canonical_outputs_agrees_with_the_strict_path(values: list[bytes]) -> None:
+    outputs, quarantine = decode_outputs(records(list(values)))
+    expected_good, expected_bad = [], []
+    for offset, value in enumerate(values):
+        parsed = _strict(value)
+        if isinstance(parsed, str):
+            expected_bad.append((offset, parsed))
+        else:
+            got = (parsed["key"], parsed["metric"], parsed["window"], parsed["time_ms"], repr(parsed["value"]))
+            expected_good.append((offset, *got))
+    columns = ("offset", "key", "metric", "window", "time_ms", "value")
+    assert [(*row[:5], repr(row[5])) for row in outputs.select(columns).rows()] == expected_good
+    assert quarantine.select("offset", "reason").rows() == expected_bad

@@ -186,3 +186,51 @@ def test_bulk_validation_agrees_with_the_per_record_rules(values: list[bytes | N
 def test_a_frame_that_is_not_records_is_refused() -> None:
     with pytest.raises(DataError, match="expected a RECORDS frame, it lacks column"):
         validate(pl.DataFrame({"value": [b"{}"]}), FIELDS)
+
+
+# JSON literals at the edges of what one regex pass may read: escapes, control characters, -0, leading zeros,
+# exponents, integers beyond 64 bits, numbers beyond float range, wrong kinds
+_LITERALS = [
+    "0", "-0", "7", "007", "-3", "1.5", "-0.0", "0.1", "1e5", "1E+05", "2.5e-3", "1e999", "-1e999", "1.",
+    "99999999999999999999", "9223372036854775807", "9223372036854775808", "true", "null", '"7"',
+    '"A"', '""', '"a\\"b"', '"\\u00e9"', '"\u00e9"', '"x\\ty"', '"tab\there"', '"\\q"',
+]  # fmt: skip
+
+
+@st.composite
+def compact_values(draw: st.DrawFn) -> bytes:
+    """Records in the toolkit's own compact field order, each field a literal from the edge cases."""
+    usual = {"event_id": '"S-1"', "symbol": '"S"', "seq": "3", "ts": "1767603600123", "price": "1.25"}
+    usual["volume"] = "2.0"
+    changed = draw(st.sets(st.sampled_from(sorted(usual)), max_size=2))
+    fields = {name: draw(st.sampled_from(_LITERALS)) if name in changed else usual[name] for name in usual}
+    return ("{" + ",".join(f'"{name}":{literal}' for name, literal in fields.items()) + "}").encode()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(compact_values(), min_size=1, max_size=30))
+def test_the_one_pass_reading_of_compact_records_agrees_with_the_per_record_rules(values: list[bytes]) -> None:
+    events, quarantine = validate(records(list(values)), FIELDS)
+    expected_valid, expected_bad = [], []
+    for offset, value in enumerate(values):
+        parsed = parse_event(value, FIELDS)
+        if isinstance(parsed, dict):
+            numbers = tuple(repr(parsed[c]) for c in ("price", "volume"))  # repr tells -0.0 from 0.0
+            expected_valid.append((offset, parsed["event_id"], parsed["key"], parsed["seq"], parsed["ts"], *numbers))
+        else:
+            expected_bad.append((offset, parsed))
+    columns = ("offset", "event_id", "key", "seq", "ts", "price", "volume")
+    got = [(*row[:5], repr(row[5]), repr(row[6])) for row in events.select(columns).rows()]
+    assert got == expected_valid
+    assert quarantine.select("offset", "reason").rows() == expected_bad
+
+
+def test_compact_records_in_the_toolkit_order_are_read_in_one_pass() -> None:
+    values = [json.dumps(json.loads(event(i)), separators=(",", ":")).encode() for i in range(3)]
+    events, quarantine = validate(records([*values, b'{"event_id":"x","symbol":"S"}']), FIELDS)
+    assert events.select("event_id", "seq", "ts", "price", "volume").rows() == [
+        ("S-0", 0, 1_000, 100.5, 2.0),
+        ("S-1", 1, 1_001, 100.5, 2.0),
+        ("S-2", 2, 1_002, 100.5, 2.0),
+    ]
+    assert quarantine.get_column("reason").to_list() == ["missing field: seq, ts, price, volume"]
