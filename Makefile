@@ -11,7 +11,7 @@ RECOVERY := $(BIN)/recovery
 SPEC ?= pipeline.toml
 PYTEST_ARGS ?=
 
-.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
+.PHONY: example-quix help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo lab report reconcile bench soak clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast]'
+	@touch $@
+
+QUIX_VENV := examples/quix-streams/.venv
+
+# The Quix Streams example app runs in its own environment: quixstreams 3.28.1 needs confluent-kafka < 2.13,
+# the project pins 2.16.1 (examples/quix-streams/requirements.lock; every other shared pin is the same).
+$(QUIX_VENV)/.installed: examples/quix-streams/requirements.lock
+	@test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install -q -r examples/quix-streams/requirements.lock
 	@touch $@
 
 kafka/lib/.installed: kafka/pom.xml
@@ -32,7 +41,7 @@ chromium: ## install Debian's headless Chromium (report rendering tests) if miss
 	  echo "installing chromium (Debian package) for the report rendering tests"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-setup: $(VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
+setup: $(VENV)/.installed $(QUIX_VENV)/.installed kafka/lib/.installed chromium ## venv with locked packages, Kafka jars, Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker (KRaft, 127.0.0.1, free port); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi
@@ -72,6 +81,10 @@ demo: kafka-up ## the whole story on the local broker: incident, explore, recomp
 	$(RECOVERY) report 03_publish_fixes -f notebooks/params/demo_03.yaml -p approved_digest $$(cat fixes/demo/digest.sha256)
 	$(RECOVERY) report 00_reconciliation -f notebooks/params/reconcile.yaml
 	@echo "reports: $(CURDIR)/reports/index.html"
+
+example-quix: kafka-up ## the Quix Streams example: generate, app with faults, clean app, recover, verify (oracle table)
+	PYTHONWARNINGS=ignore $(PY) examples/quix-streams/story.py --recovery $(RECOVERY) --work work/quix-example \
+	  --bootstrap "$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" $(QUIX_ARGS)
 
 report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_compare PARAMS=notebooks/params/demo_02.yaml)
 	$(RECOVERY) report $(NOTEBOOK) $(if $(PARAMS),-f $(PARAMS)) $(REPORT_ARGS)

@@ -278,6 +278,7 @@ class OutputsSpec:
     legacy: bool = True  # the toolkit's own output record (the default when the spec has no [outputs])
     windows: dict[str, str] = field(default_factory=dict)  # metric name -> path of its window id
     session_end: str = "last"  # window_end of a session: last event (Kafka Streams), + 1 ms (Quix), + gap (Flink)
+    lookback_ms: int = 0  # results in a range may be stamped up to this long before it (read the outputs earlier)
 
     def __post_init__(self) -> None:
         where = "[outputs]"
@@ -292,6 +293,8 @@ class OutputsSpec:
             raise SpecError(f"{where} windows must map metric names to field paths, got {self.windows!r}")
         for name, path in self.windows.items():
             parse_path(path, f"{where} windows.{name}")
+        if isinstance(self.lookback_ms, bool) or not isinstance(self.lookback_ms, int) or self.lookback_ms < 0:
+            raise SpecError(f"{where} lookback_ms must be an integer >= 0, got {self.lookback_ms!r}")
         if self.session_end not in SESSION_ENDS:
             raise SpecError(
                 f"{where} session_end must be one of {', '.join(SESSION_ENDS)}, got {self.session_end!r}",
@@ -323,6 +326,7 @@ class OutputsSpec:
         """From the ``[outputs]`` TOML table (unknown keys refused)."""
         simple = {"format", "key", "window", "window_end", "window_unit", "time", "metric", "value", "metrics"}
         simple |= {"emit", "corrections", "retraction", "retraction_flag", "windows", "session_end"}
+        simple |= {"lookback_ms"}
         _check_keys(table, simple | _AVRO_KEYS, "[outputs]")
         fmt = table.get("format", "json")
         avro = AvroSource.from_table(table, "[outputs]") if fmt == "avro" or _AVRO_KEYS & set(table) else None
@@ -345,6 +349,7 @@ class OutputsSpec:
             legacy=False,
             windows=dict(table.get("windows", {})),
             session_end=table.get("session_end", "last"),
+            lookback_ms=table.get("lookback_ms", 0),
         )
 
     def to_table(self) -> dict[str, Any]:
@@ -359,6 +364,8 @@ class OutputsSpec:
             out["windows"] = dict(self.windows)
         if self.session_end != "last":
             out["session_end"] = self.session_end
+        if self.lookback_ms:
+            out["lookback_ms"] = self.lookback_ms
         out.update(emit=self.emit, corrections=self.corrections, retraction=self.retraction)
         if self.retraction == "flag":
             out["retraction_flag"] = self.retraction_flag
