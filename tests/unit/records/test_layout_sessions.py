@@ -121,3 +121,18 @@ def test_a_session_whose_records_hold_no_start_is_refused() -> None:
 def test_an_unknown_session_end_is_refused() -> None:
     with pytest.raises(SpecError, match="session_end must be one of"):
         _spec("inclusive")
+
+
+def test_the_outputs_lookback_round_trips_and_moves_the_outputs_read_start() -> None:
+    from recovery.pipeline.steps import outputs_from_ms
+
+    spec = _spec(lookback_ms=600_000)
+    assert PipelineSpec.from_dict(spec.to_dict()).outputs.lookback_ms == 600_000
+    assert outputs_from_ms(spec, 1_767_600_000_000) == 1_767_599_400_000
+    assert outputs_from_ms(_spec(), 1_767_600_000_000) == 1_767_600_000_000
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_a_bad_outputs_lookback_is_refused(bad: object) -> None:
+    with pytest.raises(SpecError, match="lookback_ms must be an integer >= 0"):
+        _spec(lookback_ms=bad)
