@@ -75,7 +75,9 @@ class AppRun:
         try:
             meta = probe.list_topics(self.input, timeout=10).topics[self.input]
             parts = [TopicPartition(self.input, p) for p in sorted(meta.partitions)]
-            ends = {tp.partition: probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+            marks = {tp.partition: probe.get_watermark_offsets(tp, timeout=10) for tp in parts}
+            # an empty partition has no committed offset to wait for
+            ends = {p: high for p, (low, high) in marks.items() if high > low}
             deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
             while True:
                 self.alive()

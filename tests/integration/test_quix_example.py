@@ -27,8 +27,8 @@ def test_the_quix_streams_example_is_recovered_as_its_clean_run_says(kafka_boots
          "--recovery", str(recovery)],
         capture_output=True, text=True, timeout=580,
     )  # fmt: skip
-    report = json.loads((tmp_path / "oracle.json").read_text())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads((tmp_path / "oracle.json").read_text())
     assert report["check_spec_passed"]
     classes = {row["class"]: row for row in report["classes"]}
     # the bad deploy makes results wrong, the misrouted sink loses them: the oracle must see both
