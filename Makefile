@@ -11,7 +11,7 @@ RECOVERY := $(BIN)/recovery
 SPEC ?= pipeline.toml
 PYTEST_ARGS ?=
 
-.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo example-kstreams lab report reconcile bench soak clean
+.PHONY: help chromium setup bench-setup kafka-up kafka-down kafka-status kafka-shell test unit lint demo example-kstreams example-quix lab report reconcile bench soak clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast]'
+	@touch $@
+
+QUIX_VENV := examples/quix-streams/.venv
+
+# The Quix Streams example app runs in its own environment: quixstreams 3.28.1 needs confluent-kafka < 2.13,
+# the project pins 2.16.1 (examples/quix-streams/requirements.lock; every other shared pin is the same).
+$(QUIX_VENV)/.installed: examples/quix-streams/requirements.lock
+	@test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install -q -r examples/quix-streams/requirements.lock
 	@touch $@
 
 kafka/lib/.installed: kafka/pom.xml
@@ -43,7 +52,7 @@ $(KSTREAMS_JAR): examples/kafka-streams/pom.xml $(shell find examples/kafka-stre
 	mvn -q -B -f examples/kafka-streams/pom.xml package
 	@touch $@
 
-setup: $(VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, Kafka jars, a local Schema Registry, the Kafka Streams example, Chromium (idempotent)
+setup: $(VENV)/.installed $(QUIX_VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, Kafka jars, a local Schema Registry, the example pipelines (Kafka Streams, Quix Streams), Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi
@@ -90,6 +99,10 @@ KSTREAMS_EVENTS ?= 6000
 example-kstreams: kafka-up ## the Kafka Streams example: generate, the job with faults, the clean job, check-spec, recover, reports, oracle check
 	@KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" \
 	  $(PY) examples/kafka-streams/story.py --events $(KSTREAMS_EVENTS) --seed 7 --reports
+
+example-quix: kafka-up ## the Quix Streams example: generate, app with faults, clean app, recover, verify (oracle table)
+	PYTHONWARNINGS=ignore $(PY) examples/quix-streams/story.py --recovery $(RECOVERY) --work work/quix-example \
+	  --bootstrap "$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" $(QUIX_ARGS)
 
 report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_compare PARAMS=notebooks/params/demo_02.yaml)
 	$(RECOVERY) report $(NOTEBOOK) $(if $(PARAMS),-f $(PARAMS)) $(REPORT_ARGS)

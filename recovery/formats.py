@@ -249,6 +249,7 @@ class EventsSpec:
 EMITS: tuple[str, ...] = ("final", "updates")
 CORRECTION_FORMATS: tuple[str, ...] = ("layout", "record")
 RETRACTIONS: tuple[str, ...] = ("tombstone", "flag")
+SESSION_ENDS: tuple[str, ...] = ("last", "exclusive", "gap")
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,9 @@ class OutputsSpec:
     Either ``metric`` names a field holding the metric's name and ``value`` the field holding its value (one
     metric per record: the toolkit's own layout), or ``metrics`` maps metric names to the fields that hold
     their values (one record carries several metrics). ``window`` holds the window id (a time window's start,
-    a count window's seq); ``window_end`` instead holds a time window's end (exclusive).
+    a count window's seq); ``window_end`` holds a time window's end (exclusive) or a session's end (see
+    ``session_end``); a record may hold both. ``windows`` names another window path for some metrics (records
+    of a count window and of a session on one topic, keyed differently).
     """
 
     format: Literal["json", "avro"] = "json"
@@ -277,6 +280,9 @@ class OutputsSpec:
     avro: AvroSource | None = None
     corrections_schema_id: int | None = None  # Avro: the schema id corrections in this layout are written with
     legacy: bool = True  # the toolkit's own output record (the default when the spec has no [outputs])
+    windows: dict[str, str] = field(default_factory=dict)  # metric name -> path of its window id
+    session_end: str = "last"  # window_end of a session: last event (Kafka Streams), + 1 ms (Quix), + gap (Flink)
+    lookback_ms: int = 0  # results in a range may be stamped up to this long before it (read the outputs earlier)
 
     def __post_init__(self) -> None:
         where = "[outputs]"
@@ -285,8 +291,20 @@ class OutputsSpec:
         if (self.format == "avro") != (self.avro is not None):
             raise SpecError(f'{where} schema settings go with format = "avro" only')
         object.__setattr__(self, "key", _paths(self.key, f"{where} key"))
-        if (self.window is None) == (self.window_end is None):
-            raise SpecError(f"{where} needs exactly one of window (the window start or seq) and window_end")
+        if self.window is None and self.window_end is None:
+            raise SpecError(f"{where} needs window (the window start or seq), window_end, or both")
+        if not isinstance(self.windows, dict):
+            raise SpecError(f"{where} windows must map metric names to field paths, got {self.windows!r}")
+        for name, path in self.windows.items():
+            parse_path(path, f"{where} windows.{name}")
+        if isinstance(self.lookback_ms, bool) or not isinstance(self.lookback_ms, int) or self.lookback_ms < 0:
+            raise SpecError(f"{where} lookback_ms must be an integer >= 0, got {self.lookback_ms!r}")
+        if self.session_end not in SESSION_ENDS:
+            raise SpecError(
+                f"{where} session_end must be one of {', '.join(SESSION_ENDS)}, got {self.session_end!r}",
+                hint="last: the last event's time (Kafka Streams); exclusive: last + 1 ms (Quix Streams); "
+                "gap: last + gap_ms (Flink)",
+            )
         if self.window_unit not in TIME_UNITS:
             raise SpecError(f"{where} window_unit must be one of {', '.join(TIME_UNITS)}, got {self.window_unit!r}")
         for name in ("window", "window_end", "time", "metric", "value"):
@@ -316,7 +334,8 @@ class OutputsSpec:
     def from_table(cls, table: dict[str, Any]) -> OutputsSpec:
         """From the ``[outputs]`` TOML table (unknown keys refused)."""
         simple = {"format", "key", "window", "window_end", "window_unit", "time", "metric", "value", "metrics"}
-        simple |= {"emit", "corrections", "retraction", "retraction_flag", "corrections_schema_id"}
+        simple |= {"emit", "corrections", "retraction", "retraction_flag", "windows", "session_end"}
+        simple |= {"lookback_ms", "corrections_schema_id"}
         _check_keys(table, simple | _AVRO_KEYS, "[outputs]")
         fmt = table.get("format", "json")
         avro = AvroSource.from_table(table, "[outputs]") if fmt == "avro" or _AVRO_KEYS & set(table) else None
@@ -338,6 +357,9 @@ class OutputsSpec:
             avro=avro,
             corrections_schema_id=table.get("corrections_schema_id"),
             legacy=False,
+            windows=dict(table.get("windows", {})),
+            session_end=table.get("session_end", "last"),
+            lookback_ms=table.get("lookback_ms", 0),
         )
 
     def to_table(self) -> dict[str, Any]:
@@ -348,6 +370,12 @@ class OutputsSpec:
                 out[name] = getattr(self, name)
         if self.metrics:
             out["metrics"] = dict(self.metrics)
+        if self.windows:
+            out["windows"] = dict(self.windows)
+        if self.session_end != "last":
+            out["session_end"] = self.session_end
+        if self.lookback_ms:
+            out["lookback_ms"] = self.lookback_ms
         out.update(emit=self.emit, corrections=self.corrections, retraction=self.retraction)
         if self.retraction == "flag":
             out["retraction_flag"] = self.retraction_flag

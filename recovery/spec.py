@@ -141,6 +141,7 @@ class MetricSpec:
     offset_ms: int | None = None
     time_zone: str | None = None
     function: str | None = None
+    partial: bool | None = None  # count windows: False = results only once n events are in the window
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "|" in self.name:
@@ -161,7 +162,17 @@ class MetricSpec:
             raise SpecError(f"{where}: unknown kind {self.kind!r}", hint=f"use one of {', '.join(METRIC_KINDS)}")
         new = [
             k
-            for k in ("aggregation", "weight", "window", "size_ms", "gap_ms", "offset_ms", "time_zone", "function")
+            for k in (
+                "aggregation",
+                "weight",
+                "window",
+                "size_ms",
+                "gap_ms",
+                "offset_ms",
+                "time_zone",
+                "function",
+                "partial",
+            )
             if getattr(self, k) is not None
         ]
         if new:
@@ -210,6 +221,11 @@ class MetricSpec:
         elif self.aggregation not in AGGREGATIONS:
             raise self._fail(f"unknown aggregation {self.aggregation!r}", hint=f"use one of {', '.join(AGGREGATIONS)}")
         self._check_fields()
+        if self.partial is not None and (self.window != "count" or not isinstance(self.partial, bool)):
+            raise self._fail(
+                f"partial applies to count windows only and is true or false, got {self.partial!r}",
+                hint="partial = false: a count window emits only once it holds n events (Quix Streams, Flink)",
+            )
         if self.window is None:
             if self.function is None:
                 raise self._fail("needs a window", hint=f"window = one of {', '.join(WINDOW_KINDS)}")
@@ -339,6 +355,11 @@ class MetricSpec:
         return self.offset_ms or 0
 
     @property
+    def emits_partial(self) -> bool:
+        """Count windows: a key's first n - 1 events have results too (the default)."""
+        return self.partial is not False
+
+    @property
     def value_columns(self) -> tuple[str, ...]:
         """The event value columns the metric reads."""
         return tuple(c for c in (self.field, self.weight_field) if c)
@@ -404,10 +425,17 @@ class PipelineSpec:
                 m.check_columns(self.value_fields)
             except SpecError as exc:
                 raise SpecError(exc.message, path=self.source, hint=exc.hint) from None
-        if self.outputs.metrics:
-            unknown = sorted(set(self.outputs.metrics) - set(names))
+        for table in ("metrics", "windows"):
+            unknown = sorted(set(getattr(self.outputs, table)) - set(names))
             if unknown:
-                raise SpecError(f"[outputs] metrics names unknown metric(s) {', '.join(unknown)}", path=self.source)
+                raise SpecError(f"[outputs] {table} names unknown metric(s) {', '.join(unknown)}", path=self.source)
+        for m in self.metrics:
+            if m.window_kind == "session" and self.outputs.window is None and m.name not in self.outputs.windows:
+                raise SpecError(
+                    f"[outputs] metric {m.name!r} is a session: its records must hold its start",
+                    path=self.source,
+                    hint="set window = <path of the session start> (window_end may hold its end as well)",
+                )
 
     @property
     def layout(self) -> EventsSpec:

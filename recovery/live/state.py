@@ -45,17 +45,19 @@ class LiveState:
     ``process`` takes valid events in arrival order (rows of a partition in offset order) and returns the
     results to publish now (LIVE_RESULTS): a count-window result per event, and every tumbling or hopping
     window the batch closed. The state (count-window tails, partials of open windows, max event time per
-    partition) lives only in memory: a restarted worker starts cold, as a real one would. Session windows
-    and user functions are not run live (they would need every event of an open session or key): a spec
+    partition) lives only in memory: a restarted worker starts cold, as a real one would. Session windows,
+    user functions and count windows without partial results are not run live (recomputed only): a spec
     with one is refused.
     """
 
     def __init__(self, spec: PipelineSpec) -> None:
-        refused = [m.name for m in spec.metrics if m.agg == "function" or m.window_kind == "session"]
+        refused = [
+            m.name for m in spec.metrics if m.agg == "function" or m.window_kind == "session" or not m.emits_partial
+        ]
         if refused:
             raise SpecError(
-                f"the live worker cannot run metric(s) {', '.join(refused)}: session windows and user functions "
-                "are recomputed only",
+                f"the live worker cannot run metric(s) {', '.join(refused)}: session windows, user functions "
+                "and count windows with partial = false are recomputed only",
                 path=spec.source,
                 hint="run them in your own pipeline; recovery recomputes them from the raw events",
             )

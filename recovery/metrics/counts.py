@@ -5,6 +5,8 @@ arrival order); ``pos`` is a row's position in its key. A key's first ``n - 1`` 
 so far. Up to ``SHIFT_MAX_N`` the window is built from shifted columns, oldest first, like a deque, so the
 recompute and the live worker (which prepends its kept tail) give bit-identical values; above it polars'
 rolling functions. The result's window id is the event's seq, or its event time when the pipeline has none.
+With ``partial = false`` a key's first ``n - 1`` events have no result (the window fires once full, as Quix
+Streams' ``sliding_count_window(n).final()`` and Flink's ``countWindow(n, 1)`` do).
 """
 
 from __future__ import annotations
@@ -121,7 +123,12 @@ def count_window_results(ordered: pl.DataFrame, metric: MetricSpec, *, group: st
     """RESULTS of a count-window metric; ``ordered`` holds each key's events contiguously, in processing order."""
     pos = position_in_group(pl.col(group))
     value, _ = count_window_exprs(metric, pl.col("_pos"))
-    return ordered.with_columns(_pos=pos).select(
+    framed = ordered.with_columns(_pos=pos)
+    if not metric.emits_partial:
+        assert metric.n is not None
+        framed = framed.with_columns(_value=value).filter(pl.col("_pos") >= metric.n - 1)
+        value = pl.col("_value")
+    return framed.select(
         pl.col("key"),
         pl.lit(metric.name, dtype=pl.String).alias("metric"),
         window_id().alias("window"),

@@ -388,7 +388,8 @@ def recover_partitions(
         slack_ms=slack_ms,
         time_basis=time_basis,
     )
-    out_snap = plan(outputs_source, from_ms=from_ms, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
+    out_from = None if from_ms is None else from_ms - spec.outputs.lookback_ms
+    out_snap = plan(outputs_source, from_ms=out_from, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
     raw_plans = {p.partition: p for p in raw_snap.partitions}
     out_plans = {p.partition: p for p in out_snap.partitions}
     if set(raw_plans) != set(out_plans):

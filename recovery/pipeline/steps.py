@@ -62,6 +62,12 @@ def outputs_slack_ms(spec: PipelineSpec, slack_ms: int) -> int:
     return slack_ms + max(m.lookback_ms for m in spec.metrics)
 
 
+def outputs_from_ms(spec: PipelineSpec, from_ms: int | None) -> int | None:
+    """Kafka time from which to read the output topic: the range start, earlier by ``[outputs] lookback_ms``
+    when the job stamps results before their range (Quix Streams: a count window's oldest event)."""
+    return None if from_ms is None else from_ms - spec.outputs.lookback_ms
+
+
 FrameOrLoader = pl.DataFrame | Callable[[], pl.DataFrame]
 
 
@@ -178,7 +184,7 @@ def originals_for_range(
     out_source = as_source(source, spec.topics.output, settings)
     outputs = replay(
         out_source,
-        from_ms=from_ms,
+        from_ms=outputs_from_ms(spec, from_ms),
         to_ms=to_ms,
         lookback_ms=0,
         lookback_events=0,

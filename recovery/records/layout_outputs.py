@@ -59,26 +59,62 @@ class OutputLayout:
         self.layout: OutputsSpec = spec.outputs
         lay = self.layout
         self.key_paths = [parse_path(p, "") for p in lay.key]
-        self.window_path = parse_path(lay.window or lay.window_end or "", "")
         self.time_path = parse_path(lay.time, "") if lay.time is not None else None
         self.metric_path = parse_path(lay.metric, "") if lay.metric is not None else None
         self.value_path = parse_path(lay.value, "") if lay.value is not None else None
         self.metric_paths = {name: parse_path(path, "") for name, path in lay.metrics.items()}
         self.metrics: dict[str, MetricSpec] = {m.name: m for m in spec.metrics}
+        self.start_path = parse_path(lay.window, "") if lay.window is not None else None
+        self.end_path = parse_path(lay.window_end, "") if lay.window_end is not None else None
+        self.window_paths = {name: parse_path(path, "") for name, path in lay.windows.items()}
+        self.has_seq = spec.layout.seq is not None
 
-    def _window_start(self, raw: Any, metric: MetricSpec | None) -> int | str:
+    def _session_end_offset(self, metric: MetricSpec) -> int:
+        """What the layout's session end adds to the session's last event time."""
+        if self.layout.session_end == "exclusive":
+            return 1
+        if self.layout.session_end == "gap":
+            return metric.gap_ms or 0
+        return 0
+
+    def _result_window(self, data: Any, name: str, metric: MetricSpec | None) -> tuple[int, int | None] | str:
+        """(window id, the result's event time if the record says it) of one metric in a record, or why not."""
         lay = self.layout
-        if metric is not None and metric.window_kind == "count" and lay.window is not None:
-            # a count window is named by its seq (an integer) whatever the unit of time fields
-            if isinstance(raw, int) and not isinstance(raw, bool):
-                return raw
-            return f"{WRONG_TYPE}: {lay.window} must be an integer (the seq), got {type(raw).__name__}"
-        found = _ms(raw, lay.window_unit, lay.window or lay.window_end or "")
-        if isinstance(found, str) or lay.window_end is None:
-            return found
+        unit = lay.window_unit
+        kind = metric.window_kind if metric is not None else None
+        override = self.window_paths.get(name)
+        if override is not None or self.start_path is not None:
+            path = override if override is not None else self.start_path
+            label = lay.windows.get(name) or lay.window or ""
+            assert path is not None
+            raw = get_path(data, path)
+            if raw is None:
+                return f"{MISSING}: {label}"
+            if kind == "count":
+                if self.has_seq:
+                    # a count window is named by its seq (an integer) whatever the unit of time fields
+                    if isinstance(raw, int) and not isinstance(raw, bool):
+                        return raw, None
+                    return f"{WRONG_TYPE}: {label} must be an integer (the seq), got {type(raw).__name__}"
+                found = _ms(raw, unit, label)  # without a seq, a count window is named by its event's time
+                return found if isinstance(found, str) else (found, found)
+            start = _ms(raw, unit, label)
+            if isinstance(start, str):
+                return start
+            if kind == "session" and self.end_path is not None and override is None:
+                end = _ms(get_path(data, self.end_path), unit, lay.window_end or "")
+                if isinstance(end, str):
+                    return end
+                assert metric is not None
+                return start, end - self._session_end_offset(metric)
+            return start, None
+        assert self.end_path is not None
+        end = _ms(get_path(data, self.end_path), unit, lay.window_end or "")
+        if isinstance(end, str):
+            return end
         if metric is None or not metric.is_windowed:
-            return f"{BAD_VALUE}: window_end needs a tumbling or hopping window metric"
-        return found - metric.size
+            return f"{BAD_VALUE}: window_end alone names only tumbling or hopping windows"
+        return end - metric.size, None
 
     def decode_object(self, data: Any, timestamp_ms: int) -> list[dict[str, Any]] | str:
         """The results one decoded record holds, or why it holds none."""
@@ -92,9 +128,6 @@ class OutputLayout:
             if not (isinstance(part, str) or isinstance(part, int) and not isinstance(part, bool)):
                 return f"{WRONG_TYPE}: {path} must be a string or an integer, got {type(part).__name__}"
         key = KEY_SEPARATOR.join(str(p) for p in parts)
-        raw_window = get_path(data, self.window_path)
-        if raw_window is None:
-            return f"{MISSING}: {self.layout.window or self.layout.window_end}"
         if self.metric_path is not None:
             name = get_path(data, self.metric_path)
             if not isinstance(name, str) or not name:
@@ -105,11 +138,14 @@ class OutputLayout:
             # a record may carry only some of the metrics (a correction of one of them): absent is not null
             pairs = [(name, get_path(data, path)) for name, path in self.metric_paths.items() if has_path(data, path)]
         rows = []
+        if not pairs:
+            return f"{MISSING}: no metric field ({', '.join(self.layout.metrics.values())})"
         for name, raw_value in pairs:
             metric = self.metrics.get(name)
-            window = self._window_start(raw_window, metric)
-            if isinstance(window, str):
-                return window
+            found = self._result_window(data, name, metric)
+            if isinstance(found, str):
+                return found
+            window, said_time = found
             if raw_value is not None:
                 if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
                     return f"{WRONG_TYPE}: the value of {name} must be a number or null"
@@ -120,6 +156,8 @@ class OutputLayout:
                 when = _ms(get_path(data, self.time_path), self.layout.window_unit, self.layout.time or "")
                 if isinstance(when, str):
                     return when
+            elif said_time is not None:
+                when = said_time
             elif metric is not None and metric.window_kind == "count":
                 when = timestamp_ms
             else:
@@ -168,13 +206,7 @@ class OutputLayout:
             parts = key.split(KEY_SEPARATOR, len(self.key_paths) - 1)
             for path, part in zip(self.key_paths, parts, strict=False):
                 _put(doc, path, part)
-            spec_metric = self.metrics.get(metric)
-            if lay.window_end is not None and spec_metric is not None and spec_metric.is_windowed:
-                _put(doc, self.window_path, _time_out(window + spec_metric.size, lay.window_unit))
-            elif spec_metric is not None and spec_metric.window_kind == "count":
-                _put(doc, self.window_path, window)
-            else:
-                _put(doc, self.window_path, _time_out(window, lay.window_unit))
+            self._put_window(doc, metric, window, time_ms)
             if self.time_path is not None:
                 _put(doc, self.time_path, _time_out(time_ms, lay.window_unit))
             if self.metric_path is not None:
@@ -187,6 +219,28 @@ class OutputLayout:
                 _put(doc, parse_path(lay.retraction_flag, ""), True)
             out.append((record_key, self._serialise(doc)))
         return out
+
+    def _put_window(self, doc: dict[str, Any], name: str, window: int, time_ms: int) -> None:
+        """Write a result's window (start, end, or the path ``windows`` names for its metric) into ``doc``."""
+        unit = self.layout.window_unit
+        metric = self.metrics.get(name)
+        kind = metric.window_kind if metric is not None else None
+        override = self.window_paths.get(name)
+        if kind == "count":
+            path = override if override is not None else self.start_path
+            assert path is not None
+            _put(doc, path, window if self.has_seq else _time_out(window, unit))
+            return
+        if override is not None:
+            _put(doc, override, _time_out(window, unit))
+            return
+        if self.start_path is not None:
+            _put(doc, self.start_path, _time_out(window, unit))
+        if self.end_path is not None and metric is not None:
+            if kind == "session":
+                _put(doc, self.end_path, _time_out(time_ms + self._session_end_offset(metric), unit))
+            elif metric.is_windowed:
+                _put(doc, self.end_path, _time_out(window + metric.size, unit))
 
 
 def _time_out(ms: int, unit: str) -> Any:
