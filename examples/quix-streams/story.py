@@ -29,7 +29,6 @@ import apply_check  # noqa: E402
 import faults  # noqa: E402
 import generate  # noqa: E402
 import oracle  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 MINUTE_MS = 60_000
@@ -76,22 +75,19 @@ def found_classes(fixset: Path) -> dict[str, set[oracle.ResultId]]:
     return out
 
 
-def publish_in_layout(bootstrap: str, spec_path: Path, fixset: Path, topic: str) -> int:
-    """Write the fix set's corrections in the outputs' layout (``OutputLayout.encode``) to ``topic``, in one
-    transaction; ``recovery publish`` takes this over once it writes the layout."""
+def publish_in_layout(bootstrap: str, recovery: str, fixset: Path) -> int:
+    """Approve and publish the fix set with ``recovery publish``: exactly once, in the outputs' own layout (the
+    spec's ``[outputs]``), with its audit records. Returns the corrections published."""
+    approved = recovery_cli(["approve", str(fixset), "--reviewer", "quix-example"], bootstrap, recovery)
+    if approved.returncode != 0:
+        raise RuntimeError(f"recovery approve failed: {approved.stderr.strip()}")
+    published = recovery_cli(["publish", str(fixset)], bootstrap, recovery)
+    print(published.stdout[-2000:] + published.stderr[-2000:])
+    if published.returncode != 0:
+        raise RuntimeError(f"recovery publish failed: {published.stderr.strip()}")
     import polars as pl
 
-    from recovery.records.layout_outputs import OutputLayout
-    from recovery.spec import load_spec
-
-    records = OutputLayout(load_spec(spec_path)).encode(pl.read_parquet(fixset / "corrections.parquet"))
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"quix-example-{uuid.uuid4().hex}"})
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for key, value in records:
-        producer.produce(topic, key=key, value=value)
-    producer.commit_transaction(30)
-    return len(records)
+    return pl.read_parquet(fixset / "corrections.parquet").height
 
 
 def main() -> int:
@@ -129,7 +125,6 @@ def main() -> int:
         "clean_output": f"{x}.sensors.stats.clean",
         "lost": f"{x}.sensors.stats.misrouted",
         "corrections": f"{x}.sensors.stats.corrections",
-        "layout_corrections": f"{x}.sensors.stats.corrections.layout",
         "audit": f"{x}.sensors.audit",
     }
     create_topics(args.bootstrap, list(t.values()), args.partitions)
@@ -183,8 +178,8 @@ def main() -> int:
     step("recover (faulty run)")
     found = found_classes(fixset)
 
-    written = publish_in_layout(args.bootstrap, spec, fixset, t["layout_corrections"])
-    layout_corrections = oracle.read_topic(args.bootstrap, t["layout_corrections"])
+    written = publish_in_layout(args.bootstrap, args.recovery, fixset)
+    layout_corrections = oracle.read_topic(args.bootstrap, t["corrections"])
     compared, diffs = apply_check.check(faulty_out, clean_out, layout_corrections, from_ms, to_ms)
     step("apply corrections")
 
