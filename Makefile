@@ -121,8 +121,14 @@ soak: setup ## many more differential cases, long fault trials (SIGKILLed publis
 	RECOVERY_SOAK=1 $(BIN)/pytest tests/unit/pipeline/test_differential.py $(PYTEST_ARGS)
 	RECOVERY_SOAK=1 $(BIN)/pytest -m slow tests/integration $(PYTEST_ARGS)
 
-lab: setup ## open JupyterLab on notebooks/
-	$(BIN)/jupyter lab notebooks/
+LAB_PORT ?= 8888
+
+lab: setup ## JupyterLab on notebooks/ (prints its URL; LAB_PORT=8888; --allow-root only when run as root)
+	@TOKEN=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))'); \
+	  ROOT=$$( [ "$$(id -u)" = 0 ] && echo --allow-root ); \
+	  echo "JupyterLab on notebooks/: http://127.0.0.1:$(LAB_PORT)/lab?token=$$TOKEN"; \
+	  exec $(BIN)/jupyter lab notebooks/ $$ROOT --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	    --ServerApp.port_retries=0 --IdentityProvider.token=$$TOKEN --KernelManager.transport_encryption=auto
 
 clean: ## stop the broker and DELETE its data (every topic, correction and audit record), reports, caches (keeps venv, jars)
 	@if [ -x $(RECOVERY) ]; then RECOVERY_KAFKA_HOME=$(CURDIR)/.kafka-local $(RECOVERY) kafka down --wipe; \

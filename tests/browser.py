@@ -36,7 +36,7 @@ CHROMIUM_FLAGS = (
     "--no-default-browser-check",
     "--mute-audio",
     "--hide-scrollbars",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: any host lookup fails
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # offline: any host but this machine fails
     "--remote-debugging-pipe",
 )
 
@@ -199,6 +199,32 @@ class Chromium:
                     return event
             seen = len(self.events)
             self.events.append(self._read_message(deadline))
+
+    def open_page(self, url: str, width_px: int = 1280, height_px: int = 900) -> str:
+        """Open ``url`` in a new tab and return its DevTools session (for :meth:`evaluate`)."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime"):
+            self.send(f"{domain}.enable", session=session)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width_px, "height": height_px, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
+        self.send("Page.navigate", {"url": url}, session=session)
+        self.wait_event("Page.loadEventFired", session)
+        return session
+
+    def evaluate(self, session: str, expression: str) -> Any:
+        """The JSON value of a JavaScript expression in the page (promises are awaited)."""
+        reply = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            session=session,
+        )
+        if "exceptionDetails" in reply:
+            raise BrowserError(f"page script failed: {reply['exceptionDetails'].get('text')}")
+        return reply["result"].get("value")
 
     def open_report(
         self,

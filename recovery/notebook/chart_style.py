@@ -14,6 +14,19 @@ import polars as pl
 
 from recovery.errors import ConfigError, DataError
 from recovery.frames import STATUSES
+from recovery.notebook.timefmt import DAY_MS, axis_time
+
+# calendar buckets by their nominal size: months and years of the calendar, not fixed lengths
+CALENDAR_BUCKETS: dict[int, tuple[str, str]] = {
+    30 * DAY_MS: ("1mo", "month"),
+    91 * DAY_MS: ("3mo", "quarter"),
+    182 * DAY_MS: ("6mo", "6 months"),
+    365 * DAY_MS: ("1y", "year"),
+    730 * DAY_MS: ("2y", "2 years"),
+    1826 * DAY_MS: ("5y", "5 years"),
+    3652 * DAY_MS: ("10y", "10 years"),
+    36524 * DAY_MS: ("100y", "100 years"),
+}
 
 THEME = "recovery"
 FONT = "'Source Sans Pro', 'Segoe UI', Helvetica, Arial, sans-serif"
@@ -40,7 +53,7 @@ CATEGORY_PALETTE = [
     "#f28482",
     "#6d597a",
 ]
-# bucket sizes a reader recognises, smallest first
+# bucket sizes a reader recognises, smallest first; from a month up they follow the calendar (bucket_of)
 NICE_BUCKETS_MS: tuple[int, ...] = (
     1,
     10,
@@ -58,8 +71,9 @@ NICE_BUCKETS_MS: tuple[int, ...] = (
     3 * 3_600_000,
     6 * 3_600_000,
     12 * 3_600_000,
-    86_400_000,
-    7 * 86_400_000,
+    DAY_MS,
+    7 * DAY_MS,
+    *CALENDAR_BUCKETS,
 )
 SAVE_FORMATS: tuple[str, ...] = (".html", ".json", ".png", ".svg")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -108,7 +122,9 @@ def bucket_ms_for(span_ms: int, max_buckets: int) -> int:
 
 
 def describe_bucket(bucket_ms: int) -> str:
-    """A bucket size in words (``"1 min"``, ``"5 s"``)."""
+    """A bucket size in words (``"1 min"``, ``"5 s"``, ``"quarter"``)."""
+    if bucket_ms in CALENDAR_BUCKETS:
+        return CALENDAR_BUCKETS[bucket_ms][1]
     for unit_ms, unit in ((86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")):
         if bucket_ms >= unit_ms and bucket_ms % unit_ms == 0:
             return f"{bucket_ms // unit_ms} {unit}"
@@ -126,11 +142,17 @@ def nice_step(raw: float) -> int:
     return int(10 * power)  # pragma: no cover - the loop always returns
 
 
-def time_span_ms(frame: pl.DataFrame, column: str) -> int:
+def time_bounds(frame: pl.DataFrame, column: str) -> tuple[int, int]:
+    """The first and last time of ``column`` ((0, 0) for an empty frame)."""
     if frame.is_empty():
-        return 0
+        return 0, 0
     low, high = frame.select(pl.col(column).min().alias("low"), pl.col(column).max().alias("high")).row(0)
-    return 0 if low is None or high is None else int(high) - int(low)
+    return (0, 0) if low is None or high is None else (int(low), int(high))
+
+
+def time_span_ms(frame: pl.DataFrame, column: str) -> int:
+    low, high = time_bounds(frame, column)
+    return high - low
 
 
 def largest_group_size(frame: pl.DataFrame, column: str) -> int:
@@ -141,7 +163,19 @@ def largest_group_size(frame: pl.DataFrame, column: str) -> int:
 
 
 def bucket_of(column: str, bucket_ms: int) -> pl.Expr:
+    """The start of the bucket of each time (epoch ms); calendar buckets start on a month or a year."""
+    if bucket_ms in CALENDAR_BUCKETS:
+        every = CALENDAR_BUCKETS[bucket_ms][0]
+        return pl.from_epoch(pl.col(column), time_unit="ms").dt.truncate(every).dt.epoch("ms")
     return (pl.col(column) // bucket_ms) * bucket_ms
+
+
+def bucket_end(start: str, bucket_ms: int) -> pl.Expr:
+    """The end of the bucket starting at column ``start`` (a calendar bucket ends a month or year later)."""
+    if bucket_ms in CALENDAR_BUCKETS:
+        every = CALENDAR_BUCKETS[bucket_ms][0]
+        return pl.from_epoch(pl.col(start), time_unit="ms").dt.offset_by(every).dt.epoch("ms")
+    return pl.col(start) + bucket_ms
 
 
 def require_chart_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -153,17 +187,15 @@ def require_chart_columns(frame: pl.DataFrame, columns: Sequence[str], what: str
         )
 
 
-def time_axis(field: str, span_ms: int, title: str = "time (UTC)", domain: Sequence[int] | None = None) -> alt.X:
-    """A UTC time axis with 24-hour labels whose precision suits the span."""
-    if span_ms <= 3 * 60_000:
-        label = "%H:%M:%S"
-    elif span_ms <= 86_400_000:
-        label = "%H:%M"
-    else:
-        label = "%b %d %H:%M"
+def time_axis(field: str, bounds: tuple[int, int], title: str = "time (UTC)", fix_domain: bool = False) -> alt.X:
+    """A UTC time axis over ``bounds`` (epoch ms): labels that suit the span, what they omit in the title."""
+    low, high = bounds
+    spec = axis_time(low, high)
+    if spec.context:
+        title = title.replace("(UTC)", f"(UTC, {spec.context})") if "(UTC)" in title else f"{title} ({spec.context})"
     # a utc scale formats labels in UTC (Vega-Lite 6 ignores formatType="utc")
-    axis = alt.Axis(labelAngle=0, format=label, labelOverlap=True)
-    scale = alt.Scale(type="utc", domain=list(domain)) if domain is not None else alt.Scale(type="utc")
+    axis = alt.Axis(labelAngle=0, format=spec.label_format, tickCount=spec.tick_count, labelOverlap=True)
+    scale = alt.Scale(type="utc", domain=[low, high]) if fix_domain else alt.Scale(type="utc")
     return alt.X(f"{field}:T", title=title, scale=scale, axis=axis)
 
 

@@ -24,6 +24,7 @@ from recovery.notebook.chart_style import (
     STATUS_COLORS,
     THEME,
     WIDTH_PX,
+    bucket_end,
     bucket_ms_for,
     bucket_of,
     describe_bucket,
@@ -37,6 +38,7 @@ from recovery.notebook.chart_style import (
     spec_size_bytes,
     status_color,
     time_axis,
+    time_bounds,
     time_span_ms,
     time_tooltip,
     top_groups,
@@ -189,7 +191,7 @@ def _overlay_panel(
     time_domain: tuple[int, int],
     domain: list[float] | None,
 ) -> alt.LayerChart | alt.FacetChart:
-    x = time_axis("t", time_domain[1] - time_domain[0], domain=time_domain)
+    x = time_axis("t", time_domain, fix_domain=True)
     y_scale = alt.Scale(zero=False, domain=domain, clamp=True) if domain else alt.Scale(zero=False)
     base = alt.Chart(part).encode(x=x)
     line = (
@@ -268,7 +270,7 @@ def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_bucket
     )
     statuses = [s for s in STATUSES if s in cells.columns]
     cells = cells.with_columns(pl.sum_horizontal(statuses).alias("discrepancies")).with_columns(
-        pl.col("t").alias("t_end") + bucket_ms
+        bucket_end("t", bucket_ms).alias("t_end")
     )
     order = [k for k in top_groups(bad, "key", max_keys + 1)]
     subtitle = f"count of non-ok results per {describe_bucket(bucket_ms)}"
@@ -278,7 +280,7 @@ def discrepancy_heatmap(comparison: pl.DataFrame, max_keys: int = 30, max_bucket
         alt.Chart(cells, title=alt.Title(title, subtitle=subtitle))
         .mark_rect()
         .encode(
-            x=time_axis("t", time_span_ms(bad, "time_ms")),
+            x=time_axis("t", time_bounds(cells, "t")),
             x2="t_end:T",
             y=alt.Y("key:N", title="key", sort=order),
             color=alt.Color("discrepancies:Q", title="discrepancies", scale=alt.Scale(scheme="orangered", zero=True)),
@@ -304,7 +306,7 @@ def class_counts(comparison: pl.DataFrame, max_buckets: int = 60, include_ok: bo
         .sort("t", "rank")
         # stacked here rather than by Vega-Lite: a bar ranged over x (bucket start..end) cannot also stack on y
         .with_columns(pl.col("results").cum_sum().over("t").alias("top"))
-        .with_columns((pl.col("top") - pl.col("results")).alias("bottom"), (pl.col("t") + bucket_ms).alias("t_end"))
+        .with_columns((pl.col("top") - pl.col("results")).alias("bottom"), bucket_end("t", bucket_ms).alias("t_end"))
         .drop("rank")
     )
     present = [s for s in STATUSES if s in set(counts["status"].to_list())]
@@ -312,7 +314,7 @@ def class_counts(comparison: pl.DataFrame, max_buckets: int = 60, include_ok: bo
         alt.Chart(counts, title=alt.Title(title, subtitle=f"results per {describe_bucket(bucket_ms)}"))
         .mark_rect()
         .encode(
-            x=time_axis("t", time_span_ms(rows, "time_ms")),
+            x=time_axis("t", time_bounds(counts, "t")),
             x2="t_end:T",
             y=alt.Y("bottom:Q", title="results"),
             y2="top:Q",
@@ -416,7 +418,7 @@ def partition_throughput(frame: pl.DataFrame, max_buckets: int = 120, what: str 
     rates = (
         frame.group_by("partition", bucket_of("timestamp_ms", bucket_ms).alias("t"))
         .agg(pl.len().alias("n"))
-        .with_columns((pl.col("n") * 1000.0 / bucket_ms).alias("rate"))
+        .with_columns((pl.col("n") * 1000.0 / (bucket_end("t", bucket_ms) - pl.col("t"))).alias("rate"))
         .sort("partition", "t")
         .select("partition", "t", "rate")
     )
@@ -424,7 +426,7 @@ def partition_throughput(frame: pl.DataFrame, max_buckets: int = 120, what: str 
         alt.Chart(rates, title=alt.Title(title, subtitle=f"Kafka timestamp, per {describe_bucket(bucket_ms)}"))
         .mark_line(point=rates.height <= 60)
         .encode(
-            x=time_axis("t", time_span_ms(frame, "timestamp_ms"), "Kafka time (UTC)"),
+            x=time_axis("t", time_bounds(rates, "t"), "Kafka time (UTC)"),
             y=alt.Y("rate:Q", title=f"{what}/s"),
             color=alt.Color("partition:N", title="partition"),
             tooltip=["partition:N", time_tooltip("t", "from"), alt.Tooltip("rate:Q", format=",.1f")],
@@ -457,7 +459,7 @@ def volume_over_time(
         alt.Chart(counts, title=alt.Title(title, subtitle=subtitle))
         .mark_area(opacity=0.85, interpolate="step-after")
         .encode(
-            x=time_axis("t", time_span_ms(events, "ts"), "event time (UTC)"),
+            x=time_axis("t", time_bounds(counts, "t"), "event time (UTC)"),
             y=alt.Y("events:Q", title="events", stack="zero"),
             color=alt.Color(f"{by}:N", title=by),
             tooltip=[f"{by}:N", time_tooltip("t", "from"), "events:Q"],

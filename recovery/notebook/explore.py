@@ -24,6 +24,7 @@ from recovery.errors import ConfigError
 from recovery.frames import STATUSES
 from recovery.kafka.clients import admin, guarded
 from recovery.kafka.topics import offsets
+from recovery.notebook.timefmt import format_duration_ms
 from recovery.pipeline.dedup import DedupResult, dedup
 from recovery.pipeline.steps import originals_for_range
 from recovery.records.validate import quarantine_counts, validate
@@ -118,7 +119,7 @@ class Case:
             f"**Incident** `{self.incident}`"
             + (f" (incident file `{self.incident_file}`)" if self.incident_file else ""),
             f"**Range** {format_ms(self.from_ms)} .. {format_ms(self.to_ms)} (UTC, end exclusive, "
-            f"{(self.to_ms - self.from_ms) / 60_000:,.0f} min)",
+            f"{format_duration_ms(self.to_ms - self.from_ms)})",
             f"**Topics** raw `{t.raw}`, outputs `{t.output}`, corrections `{t.corrections}`, audit `{t.audit}`",
             f"**Metrics** {metrics}",
             f"**Cluster** {self.settings.describe()}",

@@ -89,9 +89,10 @@ def setup_notebook() -> None:
     """Prepare a notebook for reading as a report: charts drawn offline, compact tables."""
     import polars as pl
 
-    from recovery.notebook import charts
+    from recovery.notebook import charts, tables
 
     charts.use_offline_renderer()
+    tables.use_report_tables()
     pl.Config.set_tbl_hide_dataframe_shape(True)
     pl.Config.set_tbl_hide_column_data_types(True)
     pl.Config.set_tbl_rows(20)
@@ -141,6 +142,19 @@ def new_run_id(notebook: str | Path, now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{Path(notebook).stem}-{_random.token_hex(2)}"
 
 
+def kernel_config() -> Any:
+    """Kernel settings of a run: its channels encrypted (CurveZMQ) when the kernel supports it.
+
+    An unencrypted local TCP kernel logs a warning on every run ("Kernel is running over TCP without
+    encryption"); a kernel that declares Curve support (ipykernel does) is started with keys instead.
+    """
+    from traitlets.config import Config
+
+    config = Config()
+    config.KernelManager.transport_encryption = "auto"
+    return config
+
+
 def run_notebook(
     notebook: str | Path,
     parameters: Mapping[str, Any] | None = None,
@@ -187,6 +201,7 @@ def run_notebook(
             progress_bar=False,
             execution_timeout=timeout_s,
             cwd=str(cwd) if cwd is not None else None,
+            config=kernel_config(),
         )
         run.status = "ok"
     except PapermillExecutionError as exc:

@@ -22,7 +22,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -58,6 +58,8 @@ from recovery.spec import PipelineSpec
 # compare hold a group's events, results and outputs, in several copies at once inside the joins.
 BATCH_RECORDS = 50_000
 GROUP_ROWS = 400_000
+# the steps whose wall time each partition measures (as the in-memory engine does for the whole range)
+STEPS: tuple[str, ...] = ("truth", "originals", "compare")
 
 
 class Spool:
@@ -199,12 +201,15 @@ class PartitionOutcome:
     counts: pl.DataFrame  # summary_counts of the partition's comparison
     parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
     skew: StampSkew | None = None  # valid events stamped far from their event time
+    timings_s: dict[str, float] = field(default_factory=dict)  # truth / originals / compare, this partition
 
 
 def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionOutcome:
     """Recover one partition: replay + validate, replay + decode the outputs, then key group by key group
     dedup, recompute and compare; what is big goes to Parquet parts."""
     spec, p = task.spec, task.partition
+    timings = dict.fromkeys(STEPS, 0.0)
+    mark = time.monotonic()
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
     raw_reader = cached_reader(task.raw_source, task.client)
     out_reader = cached_reader(task.outputs_source, task.client)
@@ -223,10 +228,13 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     events_sink = EventSink(spec, task.from_ms, task.to_ms, task.slack_ms, events, task.time_basis)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
+    timings["truth"] += time.monotonic() - mark
+    mark = time.monotonic()
     out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
     out_sink = OutputSink(originals, spec)
     outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
+    timings["originals"] += time.monotonic() - mark
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
     grouped = KeyGroupDedup(
@@ -243,11 +251,14 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     window = {"from_ms": task.from_ms, "to_ms": task.to_ms}
 
     def compare_part(published: pl.DataFrame, truth: pl.DataFrame) -> None:
+        started = time.monotonic()
         comparison = compare(published, truth, spec, **window, abs_tol=task.abs_tol, rel_tol=task.rel_tol)
         corrections.append(corrections_from(comparison))
         counts.append(summary_counts(comparison))
         comparisons.write(comparison)
+        timings["compare"] += time.monotonic() - started
 
+    mark = time.monotonic()
     for unique in grouped.groups():
         keys = unique.get_column("key").unique()
         raw_keys.extend(keys.to_list())
@@ -255,8 +266,10 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         truth = recompute(unique, spec, **window, emulate_grace=task.emulate_grace, presorted=True)
         del unique
         truths.write(truth)
+        timings["truth"] += time.monotonic() - mark
         compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
         del truth
+        mark = time.monotonic()
     # outputs of keys without a valid raw event here: all extra (or published to the wrong partition)
     known = pl.Series(raw_keys, dtype=pl.String).implode()
     orphans = originals.lazy().filter(~pl.col("key").is_in(known)).collect()
@@ -280,6 +293,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
         parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
         skew=events_sink.skew,
+        timings_s=timings,
     )
 
 
@@ -332,6 +346,7 @@ class PartitionedRecovery:
     parts: dict[str, list[str]]
     work_dir: Path
     skew: StampSkew | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)  # per step, summed over the partitions
 
     def lazy(self, name: str) -> pl.LazyFrame:
         """The ``comparison``, ``truth`` or ``originals`` parts as one lazy frame (partition order)."""
@@ -477,4 +492,5 @@ def _merge(
         parts={name: [x for o in outcomes for x in o.parts[name]] for name in ("comparison", "truth", "originals")},
         work_dir=work_dir,
         skew=skew,
+        timings_s={step: sum(o.timings_s.get(step, 0.0) for o in outcomes) for step in STEPS},
     )

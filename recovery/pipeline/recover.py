@@ -288,6 +288,7 @@ def _by_partition(
     except Unpaired as exc:
         return None, str(exc)
     timings["partitions"] = time.monotonic() - mark
+    timings.update(found.timings_s)  # each step's time summed over the partitions (workers run in parallel)
     if why is not None:
         return None, why
     check_raw_found(found.raw.count, found.records_in_range, rng, raw, opts.time_basis)

@@ -24,6 +24,7 @@ from recovery.records.reasons import (
     MISSING,
     NOT_OBJECT,
     WRONG_TYPE,
+    json_error,
 )
 from recovery.spec import FieldsSpec
 
@@ -89,7 +90,7 @@ def decode_json(value: bytes | None) -> Any | str:
     except UnicodeDecodeError:
         return f"{ENCODING}: value is not UTF-8"
     except json.JSONDecodeError as exc:
-        return f"{BAD_JSON}: {exc.msg} at char {exc.pos}"
+        return f"{BAD_JSON}: {json_error(exc.msg, exc.pos)}"
     except RecursionError:
         return f"{BAD_JSON}: nested too deeply"
 
@@ -208,7 +209,7 @@ def _parse_flat(value: bytes | None, fields: FieldsSpec) -> dict[str, Any] | str
     except UnicodeDecodeError:
         return f"{ENCODING}: value is not UTF-8"
     except json.JSONDecodeError as exc:
-        return f"{BAD_JSON}: {exc.msg} at char {exc.pos}"
+        return f"{BAD_JSON}: {json_error(exc.msg, exc.pos)}"
     except RecursionError:
         return f"{BAD_JSON}: nested too deeply"
     if not isinstance(data, dict):

@@ -23,6 +23,15 @@ def reason_category(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+def json_error(msg: str, pos: int) -> str:
+    """A JSON decoding error as a reason detail: ``"Expecting value at char 0"``.
+
+    Some of Python's messages already end in "at" (``"Unterminated string starting at"``): the position
+    follows them directly, not after a second "at".
+    """
+    return f"{msg} char {pos}" if msg.endswith(" at") else f"{msg} at char {pos}"
+
+
 def display_value(raw: bytes | None) -> str:
     """A raw value as text for a quarantine row: lossily decoded and truncated."""
     if raw is None:
