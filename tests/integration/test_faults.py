@@ -201,7 +201,10 @@ def _replay_trial(own: OwnBroker, tmp_path: Path, seed: int, monkeypatch: pytest
     from_ms, to_ms = BASE_MS, BASE_MS + 20_000 * 100
 
     def run(out: Path) -> Any:
-        return recover(spec, from_ms, to_ms, out_dir=out, incident="INC-F", settings=own.settings)
+        # kafka-python, in this process: the test counts that client's polls to land the kill mid-read
+        return recover(
+            spec, from_ms, to_ms, out_dir=out, incident="INC-F", settings=own.settings, client="kafka-python", workers=1
+        )
 
     undisturbed = run(tmp_path / f"calm-{seed}")
     plain = replay(KafkaSource(raw, own.settings), quiet=True).frame()
@@ -298,7 +301,7 @@ def _publish_broker_restart_trial(own: OwnBroker, directory: Path, seed: int, mo
 
     def target() -> None:
         try:
-            outcome["report"] = publish(directory, own.settings, chunk_size=CHUNK)
+            outcome["report"] = publish(directory, own.settings, chunk_size=CHUNK, client="kafka-python")
         except RecoveryError as exc:
             outcome["error"] = exc
 
