@@ -305,6 +305,11 @@ class ConfluentTx:
             return fn()
         except self.ck.KafkaException as exc:
             self._fail(exc.args[0] if exc.args else None, action)
+        except SystemError as exc:  # a fatal error raised while a delivery callback ran comes wrapped in this
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, self.ck.KafkaException):
+                raise
+            self._fail(cause.args[0] if cause.args else None, action)
 
     def init(self) -> None:
         self._run("initialising transactions", lambda: self.producer.init_transactions(self.timeout_s))
@@ -334,6 +339,8 @@ class ConfluentTx:
                     break
                 except BufferError:  # the local queue is full: let librdkafka deliver some first
                     poll(0.05)
+                except self.ck.KafkaException as exc:
+                    self._fail(exc.args[0] if exc.args else None, "sending records")
             if after_each is not None:
                 after_each(i + 1)
             if i % 10_000 == 0:
@@ -342,7 +349,8 @@ class ConfluentTx:
 
     def flush(self) -> None:
         deadline = time.monotonic() + 2 * self.timeout_s
-        while self.producer.flush(1.0) > 0:
+        # a fatal error (this producer fenced by a newer run) surfaces here as a KafkaException
+        while self._run("delivering records", lambda: self.producer.flush(1.0)) > 0:
             if time.monotonic() > deadline:
                 raise BrokerError(f"records not delivered within {2 * self.timeout_s:.0f} s", hint="check the broker")
         if self.errors:
