@@ -288,6 +288,9 @@ class ConfluentTx:
         )
         if settings.compression is not None:
             config["compression.type"] = settings.compression
+        # librdkafka refuses a socket timeout longer than the transaction timeout (+ 100 ms)
+        socket_ms = int(config.get("socket.timeout.ms", 60_000))
+        config["socket.timeout.ms"] = min(socket_ms, settings.transaction_timeout_ms + 100)
         self.timeout_s = max(bootstrap_timeout_s(settings), settings.request_timeout_ms / 1000)
         self.errors: list[Any] = []
         self.producer = ck.Producer(config)
