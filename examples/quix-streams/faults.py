@@ -21,8 +21,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from generate import Record, produce
+
+# a group coordinator that is moving or loading: ask again
+RETRY_CODES = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
 
 HERE = Path(__file__).resolve().parent
 APP_PYTHON = os.environ.get("QUIX_PYTHON", str(HERE / ".venv" / "bin" / "python"))
@@ -81,7 +88,13 @@ class AppRun:
             deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
             while True:
                 self.alive()
-                committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10)}
+                try:
+                    committed = {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10)}
+                except KafkaException as exc:  # the group's coordinator is still being elected or loaded
+                    if not exc.args[0].retriable() and exc.args[0].code() not in RETRY_CODES:
+                        raise
+                    time.sleep(0.5)
+                    continue
                 if all(committed[p] >= end for p, end in ends.items()):
                     return
                 if time.monotonic() > deadline:

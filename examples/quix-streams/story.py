@@ -127,7 +127,8 @@ def main() -> int:
         "corrections": f"{x}.sensors.stats.corrections",
         "audit": f"{x}.sensors.audit",
     }
-    create_topics(args.bootstrap, list(t.values()), args.partitions)
+    # the corrections and audit topics are the toolkit's: `recovery publish` creates them (compacted corrections)
+    create_topics(args.bootstrap, [v for k, v in t.items() if k not in ("corrections", "audit")], args.partitions)
 
     clean = generate.readings(args.seed, args.devices, args.events)
     first, last = clean[0].event_ms, clean[-1].event_ms
