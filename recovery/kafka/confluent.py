@@ -293,6 +293,9 @@ class ConfluentTx:
         config["socket.timeout.ms"] = min(socket_ms, settings.transaction_timeout_ms + 100)
         self.timeout_s = max(bootstrap_timeout_s(settings), settings.request_timeout_ms / 1000)
         self.errors: list[Any] = []
+        self.error_topics: list[str] = []
+        self.client_errors: list[Any] = []  # errors librdkafka reports outside deliveries (a transaction refused)
+        config["error_cb"] = self.client_errors.append
         self.producer = ck.Producer(config)
 
     def _fail(self, error: Any, action: str) -> None:
@@ -320,9 +323,41 @@ class ConfluentTx:
     def begin(self) -> None:
         self._run("beginning a transaction", self.producer.begin_transaction)
 
-    def _delivered(self, error: Any, _message: Any) -> None:
+    def _delivered(self, error: Any, message: Any) -> None:
         if error is not None:
             self.errors.append(error)
+            self.error_topics.append(message.topic() if message is not None else "?")
+
+    def _delivery_failed(self) -> None:
+        """Raise for the records that failed: an authorization error first (it names the topic and the user;
+        the records queued after it are only purged), any other error otherwise."""
+        ck = self.ck
+        denied = {
+            ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            ck.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            ck.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        }
+        settings = self.settings
+        user = f" as User:{settings.sasl_username}" if settings.security_protocol.startswith("SASL") else ""
+        found = list(zip(self.errors, self.error_topics, strict=False))
+        first_topic = self.error_topics[0] if self.error_topics else "?"
+        found += [(error, first_topic) for error in self.client_errors]
+        if all(error.code() == ck.KafkaError._PURGE_QUEUE for error, _ in found):
+            # the transaction failed and librdkafka purged what was queued: committing names the cause
+            try:
+                self.producer.commit_transaction(self.timeout_s)
+            except ck.KafkaException as exc:
+                if exc.args:
+                    found.insert(0, (exc.args[0], first_topic))
+        for error, topic in found:
+            if error.code() in denied:
+                kind = "".join(part.capitalize() for part in error.name().split("_")) + "Error"
+                raise AuthError(
+                    f"not authorized while publishing to {topic} on {settings.bootstrap_servers}{user}: "
+                    f"{kind}: {error.str()} ({topic})",
+                    hint="ask an operator for the ACL (topic WRITE/READ, transactional id, group) this step needs",
+                )
+        self._fail(self.errors[0], f"sending to {settings.bootstrap_servers}")
 
     def send_many(
         self,
@@ -357,7 +392,7 @@ class ConfluentTx:
             if time.monotonic() > deadline:
                 raise BrokerError(f"records not delivered within {2 * self.timeout_s:.0f} s", hint="check the broker")
         if self.errors:
-            self._fail(self.errors[0], f"sending to {self.settings.bootstrap_servers}")
+            self._delivery_failed()
 
     def send_one(self, topic: str, key: bytes, value: bytes) -> dict[str, Any]:
         where: dict[str, Any] = {"topic": topic}
@@ -365,6 +400,7 @@ class ConfluentTx:
         def delivered(error: Any, message: Any) -> None:
             if error is not None:
                 self.errors.append(error)
+                self.error_topics.append(topic)
             else:
                 where.update(partition=message.partition(), offset=message.offset())
 

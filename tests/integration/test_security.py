@@ -250,6 +250,8 @@ def test_publish_without_write_acl_is_refused_and_writes_nothing(
     configs = ACLOperation.DESCRIBE_CONFIGS
     acls += [_allow(user, op, ResourceType.TOPIC, topics.corrections) for op in (read, describe, configs)]  # no WRITE
     acls += [_allow(user, op, ResourceType.TRANSACTIONAL_ID, "recovery-publish-") for op in (write, describe)]
+    # librdkafka's bounded reader (the default client) looks up its consumer group's coordinator
+    acls += [_allow(user, op, ResourceType.GROUP, "recovery-") for op in (read, describe)]
     with admin(boss) as client:
         upsert = UserScramCredentialUpsertion(user, "SCRAM-SHA-512", password)
         assert not any(client.alter_user_scram_credentials([upsert]).values())
