@@ -92,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="JSON",
         help="results (--json) of an earlier run: its rows that this run does not measure again are kept",
     )
+    p.add_argument(
+        "--plain-steps",
+        default="recover,recompute,replay",
+        help="CLI steps the plain stage runs with no flags (default recover,recompute,replay)",
+    )
     p.add_argument("--conditions", default="", help="a sentence on the conditions, written to the doc")
     args = p.parse_args(argv)
     args.stage_set = set(STAGE_GROUPS) if args.stages == "all" else {s.strip() for s in args.stages.split(",")}
@@ -423,7 +428,10 @@ class Bench:
             ("recovery recompute, no flags", ["recompute", *where, "--out", str(out / "truth.parquet")], raw_n),
             ("recovery replay to Parquet, no flags", ["replay", *where, "--out", str(out / "replay")], raw_n),
         ]
+        wanted = {step.strip() for step in self.args.plain_steps.split(",")}
         for name, args, items in steps:
+            if args[0] not in wanted:
+                continue
             runs = []
             for _ in range(self.args.runs):
                 fresh(out)
