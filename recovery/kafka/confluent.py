@@ -7,9 +7,9 @@ keys and values of each batch into lists, from which the RECORDS frame is built 
 in C threads too. Both clients read exactly ``[start, end)`` of one partition and yield the same frames, so a
 replay gives identical results whichever client reads it.
 
-Select the client with ``replay(..., client="confluent")`` or ``recovery replay --client confluent`` (chosen
-in :mod:`recovery.kafka.client`); confluent-kafka is installed with ``pip install confluent-kafka`` (a
-manylinux wheel bundling librdkafka) and imported only when a client is built.
+It is the default (``auto``, chosen in :mod:`recovery.kafka.client`) whenever confluent-kafka can be
+imported; ``make setup`` installs it (a manylinux wheel bundling librdkafka), and it is imported only when a
+client is built.
 """
 
 from __future__ import annotations
