@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -389,3 +390,21 @@ def load(
         )
     info["load_s"] = round(time.monotonic() - started, 1)
     return info
+
+
+def write_spec(scenario: Scenario, path: Path) -> Path:
+    """The project's pipeline.toml with this scenario's topics, for the CLI (which reads a spec file)."""
+    text = (Path(__file__).resolve().parents[1] / "pipeline.toml").read_text()
+    topics = {
+        "raw": scenario.raw_topic,
+        "output": scenario.output_topic,
+        "corrections": f"bench.{scenario.name}.corrections.plain",
+        "audit": f"bench.{scenario.name}.audit.plain",
+    }
+    lines = []
+    for line in text.splitlines():
+        name = line.split("=", 1)[0].strip()
+        lines.append(f'{name} = "{topics[name]}"' if name in topics and "=" in line else line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -386,6 +386,18 @@ def deque_loop(p: dict[str, Any]) -> dict[str, Any]:
 
 
 @stage
+def validate_only(p: dict[str, Any]) -> dict[str, Any]:
+    """validate() of the raw records partition by partition, as the per-partition engine does (no dedup)."""
+    from recovery.records.validate import validate
+
+    spec = _spec(p)
+    records = pl.read_parquet(_work(p) / RAW_RECORDS)
+    parts = list(_partitions(records))
+    checked, seconds = _timed(lambda: [validate(part, spec) for part in parts])
+    return {"seconds": seconds, "items": records.height, "quarantined": sum(q.height for _, q in checked)}
+
+
+@stage
 def decode_outputs(p: dict[str, Any]) -> dict[str, Any]:
     """decode_outputs() of the output topic's records (``by_partition``: one partition at a time)."""
     from recovery.records.outputs import decode_outputs as decode

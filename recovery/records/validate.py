@@ -124,22 +124,21 @@ def _split_decodable(
     """
     decoded: list[pl.DataFrame] = []
     failed: list[pl.DataFrame] = []
-
-    def attempt(chunk: pl.DataFrame) -> None:
+    # an explicit stack, not a recursive closure: a closure that calls itself is a reference cycle, which would
+    # keep every decoded chunk of every batch alive until the cyclic garbage collector happens to run
+    stack = [frame] if frame.height else []
+    while stack:
+        chunk = stack.pop()
         try:
             decoded.append(decode(chunk))
-            return
+            continue
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OverflowError):
             pass
         if chunk.height == 1:
             failed.append(chunk)
-            return
+            continue
         half = (chunk.height + 1) // 2
-        attempt(chunk.slice(0, half))
-        attempt(chunk.slice(half))
-
-    if frame.height:
-        attempt(frame)
+        stack += [chunk.slice(half), chunk.slice(0, half)]  # the first half is decoded first
     return decoded, (pl.concat(failed) if failed else frame.clear())
 
 

@@ -200,6 +200,7 @@ def _replay_trial(own: OwnBroker, tmp_path: Path, seed: int, monkeypatch: pytest
     produce(own.settings, raw, items)
     from_ms, to_ms = BASE_MS, BASE_MS + 20_000 * 100
 
+    # the kill is hooked into kafka-python's reads (the default client is librdkafka when it is installed)
     def run(out: Path) -> Any:
         # kafka-python, in this process: the test counts that client's polls to land the kill mid-read
         return recover(
@@ -207,7 +208,7 @@ def _replay_trial(own: OwnBroker, tmp_path: Path, seed: int, monkeypatch: pytest
         )
 
     undisturbed = run(tmp_path / f"calm-{seed}")
-    plain = replay(KafkaSource(raw, own.settings), quiet=True).frame()
+    plain = replay(KafkaSource(raw, own.settings), quiet=True, client="kafka-python").frame()
     monkeypatch.setitem(replay_io._CONSUMER_CONFIG, "max_poll_records", 500)  # many polls: the kill lands mid-read
     kill_at = random.Random(seed).randint(2, 20)
     disturbed, info = _replay_with_broker_kill(own, lambda: run(tmp_path / f"killed-{seed}"), raw, kill_at)

@@ -234,3 +234,19 @@ def test_compact_records_in_the_toolkit_order_are_read_in_one_pass() -> None:
         ("S-2", 2, 1_002, 100.5, 2.0),
     ]
     assert quarantine.get_column("reason").to_list() == ["missing field: seq, ts, price, volume"]
+
+
+def test_validate_leaves_no_reference_cycles_that_hold_its_frames() -> None:
+    """Regression: a recursive closure kept every decoded chunk alive until the cyclic collector ran, which
+    grew a long replay's memory by hundreds of MB."""
+    import gc
+
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        validate(records([event(i) for i in range(50)] + [b"{", None]), FIELDS)
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
