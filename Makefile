@@ -100,9 +100,9 @@ example-kstreams: kafka-up ## the Kafka Streams example: generate, the job with 
 	@KAFKA_BOOTSTRAP_SERVERS="$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" \
 	  $(PY) examples/kafka-streams/story.py --events $(KSTREAMS_EVENTS) --seed 7 --reports
 
-example-quix: kafka-up ## the Quix Streams example: generate, app with faults, clean app, recover, verify (oracle table)
+example-quix: kafka-up ## the Quix Streams example: generate, app with faults, clean app, check-spec, recover, publish, reports, oracle check
 	PYTHONWARNINGS=ignore $(PY) examples/quix-streams/story.py --recovery $(RECOVERY) --work work/quix-example \
-	  --bootstrap "$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" $(QUIX_ARGS)
+	  --bootstrap "$${KAFKA_BOOTSTRAP_SERVERS:-$$(cat .kafka-local/bootstrap)}" --reports $(QUIX_ARGS)
 
 report: setup ## run a notebook runbook into reports/ (NOTEBOOK=02_recompute_compare PARAMS=notebooks/params/demo_02.yaml)
 	$(RECOVERY) report $(NOTEBOOK) $(if $(PARAMS),-f $(PARAMS)) $(REPORT_ARGS)

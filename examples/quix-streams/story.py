@@ -90,6 +90,33 @@ def publish_in_layout(bootstrap: str, recovery: str, fixset: Path) -> int:
     return pl.read_parquet(fixset / "corrections.parquet").height
 
 
+REVIEWER = "quix-example-reviewer"
+
+
+def reports(bootstrap: str, recovery: str, spec: Path, from_ms: int, to_ms: int, work: Path) -> list[str]:
+    """The analyst's runbooks on the incident, like ``make demo``: explore, recompute and compare, approve,
+    publish (already published by the story: the notebook says so), reconcile. Returns the steps that failed."""
+    span = ["-p", "incident_file", "", "-p", "spec_path", str(spec), "-p", "from_time", iso(from_ms)]
+    span += ["-p", "to_time", iso(to_ms)]
+    fixes = work / "fixes"
+    failed = []
+    for name, args in [
+        ("01", ["report", "01_explore_incident", *span]),
+        ("02", ["report", "02_recompute_compare", *span, "-p", "fixset_dir", str(work / "fixes-reviewed"),
+                "-p", "overwrite", "true", "-p", "reviewer", REVIEWER]),
+        ("03", ["report", "03_publish_fixes", "-p", "fixset", str(fixes), "-p", "approved_digest",
+                (fixes / "digest.sha256").read_text().split()[0], "-p", "reviewer", "quix-example",
+                "-p", "dry_run", "false"]),
+        ("00", ["report", "00_reconciliation", "-p", "spec_path", str(spec), "-p", "hours",
+                str((to_ms - from_ms) / 3_600_000), "-p", "end_time", iso(to_ms), "-p", "max_discrepancies", "0"]),
+    ]:  # fmt: skip
+        done = recovery_cli(args, bootstrap, recovery)
+        if done.returncode:
+            print(done.stdout[-1500:] + done.stderr[-1500:])
+            failed.append(name)
+    return failed
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
@@ -100,6 +127,7 @@ def main() -> int:
     p.add_argument("--prefix", default=f"quix-{uuid.uuid4().hex[:6]}", help="topic and group name prefix")
     p.add_argument("--work", type=Path, default=Path("work/quix-example"))
     p.add_argument("--recovery", default=shutil.which("recovery") or "recovery", help="the recovery CLI")
+    p.add_argument("--reports", action="store_true", help="also run notebooks 01, 02, 03 and 00 into reports/")
     args = p.parse_args()
     if not args.bootstrap:
         p.error("--bootstrap (or KAFKA_BOOTSTRAP_SERVERS) is required; `make kafka-up` starts a local broker")
@@ -224,8 +252,13 @@ def main() -> int:
     )
     for d in diffs[:5]:
         print(f"    {d}")
+    failed_reports = reports(args.bootstrap, args.recovery, spec, from_ms, to_ms, work) if args.reports else []
+    if args.reports:
+        print(
+            f"  reports (notebooks 01, 02, 03, 00): {'all ran' if not failed_reports else f'failed: {failed_reports}'}"
+        )
     ok = checked.returncode == 0 and not diffs and all(r["precision"] == r["recall"] == 100.0 for r in rows)
-    return 0 if ok else 1
+    return 0 if ok and not failed_reports else 1
 
 
 if __name__ == "__main__":
