@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recovery.formats import KEY_SEPARATOR, AvroSource, EventsSpec, get_path, parse_path
@@ -100,18 +100,25 @@ def content_id(value: bytes) -> str:
     return hashlib.blake2b(value, digest_size=16).hexdigest()
 
 
+def iso_ms(raw: str, path: str) -> int | str:
+    """Epoch ms (floored) of an ISO-8601 time (no zone means UTC; a trailing Z is UTC), or why not."""
+    try:
+        parsed = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
+    except ValueError:
+        return f"{BAD_VALUE}: {path} is not ISO-8601: {raw[:40]!r}"
+    parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // _ONE_MS
+
+
 def _time_ms(raw: Any, unit: str, path: str) -> int | str:
     """Event time in epoch ms from a field in ``unit``, or why not."""
     if unit == "iso":
         if not isinstance(raw, str):
             return f"{WRONG_TYPE}: {path} must be an ISO-8601 string, got {type(raw).__name__}"
-        try:
-            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
-        except ValueError:
-            return f"{BAD_VALUE}: {path} is not ISO-8601: {raw[:40]!r}"
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        ms = (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
+        found = iso_ms(raw, path)
+        if isinstance(found, str):
+            return found
+        ms = found
     elif unit == "s":
         if not _is_number(raw):
             return f"{WRONG_TYPE}: {path} must be a number (epoch seconds), got {type(raw).__name__}"
@@ -197,7 +204,8 @@ def event_from_object(
     return event
 
 
-_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def _parse_flat(value: bytes | None, fields: FieldsSpec) -> dict[str, Any] | str:

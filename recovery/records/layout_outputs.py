@@ -18,11 +18,9 @@ import polars as pl
 from recovery.formats import KEY_SEPARATOR, OutputsSpec, get_path, has_path, parse_path
 from recovery.frames import CORRECTIONS, OUTPUTS, QUARANTINE, RECORDS, conform, empty
 from recovery.records.avro import codec_for
-from recovery.records.events import decode_value
+from recovery.records.events import decode_value, iso_ms
 from recovery.records.reasons import BAD_VALUE, MISSING, NOT_OBJECT, WRONG_TYPE, display_value
 from recovery.spec import MetricSpec, PipelineSpec
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ms(raw: Any, unit: str, path: str) -> int | str:
@@ -32,13 +30,7 @@ def _ms(raw: Any, unit: str, path: str) -> int | str:
     if unit == "iso":
         if not isinstance(raw, str):
             return f"{WRONG_TYPE}: {path} must be an ISO-8601 string, got {type(raw).__name__}"
-        try:
-            parsed = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
-        except ValueError:
-            return f"{BAD_VALUE}: {path} is not ISO-8601: {raw[:40]!r}"
-        parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-        delta = parsed - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        return iso_ms(raw, path)
     if not isinstance(raw, int | float):
         return f"{WRONG_TYPE}: {path} must be a number, got {type(raw).__name__}"
     if isinstance(raw, float) and not math.isfinite(raw):
