@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rng = parse_range(args)
+    out = Path(args.out)
     truth = truth_for_range(
         spec,
         rng.from_ms,
@@ -50,14 +51,16 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         client=args.client,
         time_basis=args.time_basis,
+        by_partition=True,  # bounded memory whatever the range's length (in memory if keys are not partitioned)
+        work_near=out,
     )
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    truth.results.write_parquet(tmp)
+    results = truth.lazy_results()
+    results.sink_parquet(tmp)  # streamed from the spooled parts, partition by partition
     tmp.replace(out)
     counts = truth.events.counts()
     print(f"raw: {truth.replay.summary()}; {counts['events']:,} events, {truth.quarantine.height:,} quarantined")
-    per_metric = truth.results.group_by("metric").len().sort("metric").iter_rows()
+    per_metric = results.group_by("metric").len().sort("metric").collect().iter_rows()
     print("results: " + ", ".join(f"{m} {n:,}" for m, n in per_metric) + f" -> {out}")
     return 0

@@ -4,7 +4,7 @@ Work is partitioned by key: a key's raw events live in one partition of the raw 
 publishes its results to the same partition number of the output topic (same key, same partition count,
 the default partitioner). So each partition is recovered on its own, in a worker process: its raw records
 (with lookback) are validated and its outputs decoded batch by batch as they are read, and spooled to
-Parquet parts in a work directory; then dedup, recompute and compare run key group by key group, and only
+spooled parts in a work directory; then dedup, recompute and compare run key group by key group, and only
 what is small goes back (corrections, summary counts, quarantine, quality figures). The big frames
 (comparison, truth, originals) stay in the parts and are read back only on demand. Peak memory is then
 one partition's working set per worker, whatever the length of the range.
@@ -43,124 +43,28 @@ from recovery.frames import (
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
+from recovery.pipeline.spool import EventSink, OutputSink, Spool, scan_parts
 from recovery.pipeline.timebasis import StampSkew
-from recovery.records.outputs import decode_outputs
-from recovery.records.validate import validate
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
-from recovery.replay.plan import EVENT_TIME, KAFKA_TIME, PartitionPlan, Snapshot, plan
+from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
 from recovery.replay.pool import cached_reader, run_tasks
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.spec import PipelineSpec
 
-# Records per replayed batch: each is validated (or decoded) as it arrives and spooled to Parquet; the
+# Records per replayed batch: each is validated (or decoded) as it arrives and spooled (Arrow IPC); the
 # transient memory of decoding JSON grows with the batch. Events per key group: dedup, recompute and
 # compare hold a group's events, results and outputs, in several copies at once inside the joins.
 # Measured on a 10M-event incident (1.2M raw + 1.2M output records per partition): 50k / 400k peaked at
 # 760 MB per worker, 20k / 150k at 526 MB for about the same CPU time.
 BATCH_RECORDS = 20_000
 GROUP_ROWS = 150_000
+# A worker process is started afresh for each partition above this many planned records (raw + outputs), so
+# what one partition's frames left behind in the allocator is not carried into the next; below it, starting
+# a process (about 0.9 CPU s of imports) costs more than it saves: workers then take several partitions.
+FRESH_PROCESS_RECORDS = 1_000_000
 # the steps whose wall time each partition measures (as the in-memory engine does for the whole range)
 STEPS: tuple[str, ...] = ("truth", "originals", "compare")
-
-
-class Spool:
-    """Parquet parts of one kind of frame of one partition, written batch by batch, read back lazily."""
-
-    def __init__(self, work_dir: str, name: str, partition: int, schema: pl.Schema) -> None:
-        self.prefix = str(Path(work_dir) / f"{name}-p{partition:05d}")
-        self.schema = schema
-        self.paths: list[str] = []
-
-    def write(self, frame: pl.DataFrame) -> None:
-        if frame.height:
-            path = f"{self.prefix}-{len(self.paths):04d}.parquet"
-            frame.write_parquet(path, compression="lz4")  # read back soon: fast beats small
-            self.paths.append(path)
-
-    def lazy(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.paths) if self.paths else empty(self.schema).lazy()
-
-    def remove(self) -> None:
-        for path in self.paths:
-            Path(path).unlink(missing_ok=True)
-        self.paths = []
-
-
-class SpoolSink:
-    """A replay sink that spools what each batch turns into and keeps the quarantined records in memory."""
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self.quarantine: list[pl.DataFrame] = []
-
-    def frame(self) -> pl.DataFrame | None:
-        return None  # nothing is kept in memory: the spool holds it
-
-    def discard(self) -> None:
-        self.quarantine = []
-        self.spool.remove()
-
-
-class EventSink(SpoolSink):
-    """Validates each replayed batch as it arrives and spools its events; keeps only the quarantine."""
-
-    def __init__(
-        self, spec: PipelineSpec, from_ms: int, to_ms: int, slack_ms: int, spool: Spool, time_basis: str = KAFKA_TIME
-    ) -> None:
-        super().__init__(spool)
-        self.spec = spec
-        self.time_basis = time_basis
-        # records with a Kafka timestamp in [from, to + slack); for the event basis, events timed in [from, to)
-        self.inside = (
-            pl.col("ts").is_between(from_ms, to_ms, closed="left")
-            if time_basis == EVENT_TIME
-            else pl.col("timestamp_ms").is_between(from_ms, to_ms + slack_ms, closed="left")
-        )
-        self.in_range = 0
-        self.skew = StampSkew(slack_ms)
-
-    def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
-        events, bad = validate(frame, self.spec)
-        self.spool.write(events)
-        if bad.height:
-            self.quarantine.append(bad)
-        counted = events if self.time_basis == EVENT_TIME else frame
-        self.in_range += int(counted.select(self.inside.sum()).item())
-        self.skew.add(events)
-        return events
-
-    def bad(self) -> pl.DataFrame:
-        """QUARANTINE in offset order (the sma lookback reads earlier chunks last)."""
-        return _in_offset_order(self.quarantine, QUARANTINE)
-
-
-def _in_offset_order(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
-    """Frames of one partition, each in offset order, concatenated in offset order (without a sort)."""
-    ordered = sorted((f for f in frames if f.height), key=lambda f: f.item(0, "offset"))
-    return pl.concat(ordered) if ordered else empty(schema)
-
-
-class OutputSink(SpoolSink):
-    """Decodes each replayed batch of the output topic as it arrives and spools the results."""
-
-    def __init__(self, spool: Spool, spec: PipelineSpec | None = None) -> None:
-        super().__init__(spool)
-        self.spec = spec
-        self.keys: set[str] = set()
-        self.metrics: set[str] = set()
-
-    def add(self, frame: pl.DataFrame) -> pl.DataFrame | None:
-        outputs, bad = decode_outputs(frame, self.spec)
-        self.spool.write(outputs)
-        self.keys.update(outputs.get_column("key").unique().drop_nulls().to_list())
-        self.metrics.update(outputs.get_column("metric").unique().drop_nulls().to_list())
-        if bad.height:
-            self.quarantine.append(bad)
-        return None
-
-    def bad(self) -> pl.DataFrame:
-        return concat_or_empty(self.quarantine, QUARANTINE).sort("partition", "offset")
 
 
 @dataclass(frozen=True)
@@ -171,8 +75,8 @@ class PartitionTask:
     partition: int
     raw_source: Source
     raw_plan: PartitionPlan
-    outputs_source: Source
-    outputs_plan: PartitionPlan
+    outputs_source: Source | None  # None: truth only (no outputs read, nothing compared)
+    outputs_plan: PartitionPlan | None
     from_ms: int
     to_ms: int
     slack_ms: int
@@ -190,7 +94,7 @@ class PartitionOutcome:
 
     partition: int
     raw_read: PartitionRead
-    outputs_read: PartitionRead
+    outputs_read: PartitionRead | None
     records_in_range: int
     raw_keys: list[str]
     output_keys: list[str]
@@ -201,20 +105,20 @@ class PartitionOutcome:
     metrics_seen: list[str]
     corrections: pl.DataFrame
     counts: pl.DataFrame  # summary_counts of the partition's comparison
-    parts: dict[str, list[str]]  # comparison / truth / originals -> Parquet parts
+    parts: dict[str, list[str]]  # comparison / truth / originals -> spooled parts
     skew: StampSkew | None = None  # valid events stamped far from their event time
     timings_s: dict[str, float] = field(default_factory=dict)  # truth / originals / compare, this partition
 
 
 def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionOutcome:
     """Recover one partition: replay + validate, replay + decode the outputs, then key group by key group
-    dedup, recompute and compare; what is big goes to Parquet parts."""
+    dedup, recompute and compare; what is big goes to spooled parts. Without outputs: truth only."""
     spec, p = task.spec, task.partition
     timings = dict.fromkeys(STEPS, 0.0)
     mark = time.monotonic()
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
     raw_reader = cached_reader(task.raw_source, task.client)
-    out_reader = cached_reader(task.outputs_source, task.client)
+    out_reader = cached_reader(task.outputs_source, task.client) if task.outputs_source is not None else None
     raw_job = PartitionJob(
         task.raw_source,
         task.from_ms,
@@ -232,10 +136,12 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     quarantine = events_sink.bad()
     timings["truth"] += time.monotonic() - mark
     mark = time.monotonic()
-    out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
     out_sink = OutputSink(originals, spec)
-    outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
+    outputs_read = None
+    if out_reader is not None and task.outputs_source is not None and task.outputs_plan is not None:
+        out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
+        outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
     timings["originals"] += time.monotonic() - mark
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
@@ -269,7 +175,8 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         del unique
         truths.write(truth)
         timings["truth"] += time.monotonic() - mark
-        compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
+        if outputs_read is not None:
+            compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
         del truth
         mark = time.monotonic()
     # outputs of keys without a valid raw event here: all extra (or published to the wrong partition)
@@ -334,10 +241,10 @@ def misalignment(
 
 @dataclass
 class PartitionedRecovery:
-    """The per-partition results of a range, merged; big frames stay in Parquet parts under ``work_dir``."""
+    """The per-partition results of a range, merged; big frames stay in spooled parts under ``work_dir``."""
 
     raw: ReplayResult
-    outputs: ReplayResult
+    outputs: ReplayResult | None  # None: truth only
     quality: DedupResult
     quarantine: pl.DataFrame
     outputs_quarantine: pl.DataFrame
@@ -353,8 +260,7 @@ class PartitionedRecovery:
     def lazy(self, name: str) -> pl.LazyFrame:
         """The ``comparison``, ``truth`` or ``originals`` parts as one lazy frame (partition order)."""
         schema = {"comparison": COMPARISON, "truth": RESULTS, "originals": OUTPUTS}[name]
-        paths = self.parts.get(name, [])
-        return pl.scan_parquet(paths) if paths else empty(schema).lazy()
+        return scan_parts(self.parts.get(name, []), schema)
 
     def loader(self, name: str) -> Callable[[], pl.DataFrame]:
         return lambda: self.lazy(name).collect()
@@ -379,7 +285,7 @@ def recover_partitions(
     to_ms: int,
     *,
     raw_source: Source,
-    outputs_source: Source,
+    outputs_source: Source | None,
     outputs_slack_ms: int,
     work_dir: Path,
     workers: int = 1,
@@ -394,6 +300,7 @@ def recover_partitions(
     """Recover every partition of ``[from_ms, to_ms)``; returns the merged results and the misalignment, if any.
 
     Both topics' offsets are snapshotted first; each worker then reads exactly its partitions' planned ranges.
+    Without ``outputs_source``, truth only: nothing is compared (no corrections, no comparison parts).
     """
     started = time.monotonic()
     raw_snap = plan(
@@ -406,10 +313,12 @@ def recover_partitions(
         time_basis=time_basis,
     )
     out_from = None if from_ms is None else from_ms - spec.outputs.lookback_ms
-    out_snap = plan(outputs_source, from_ms=out_from, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
+    out_snap = None
+    if outputs_source is not None:
+        out_snap = plan(outputs_source, from_ms=out_from, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
     raw_plans = {p.partition: p for p in raw_snap.partitions}
-    out_plans = {p.partition: p for p in out_snap.partitions}
-    if set(raw_plans) != set(out_plans):
+    out_plans = {p.partition: p for p in out_snap.partitions} if out_snap is not None else {}
+    if out_snap is not None and set(raw_plans) != set(out_plans):
         raise Unpaired(f"the raw topic has partitions {sorted(raw_plans)} and the output topic {sorted(out_plans)}")
     tasks = [
         PartitionTask(
@@ -418,7 +327,7 @@ def recover_partitions(
             raw_source,
             raw_plans[p],
             outputs_source,
-            out_plans[p],
+            out_plans.get(p),
             from_ms,
             to_ms,
             slack_ms,
@@ -429,7 +338,7 @@ def recover_partitions(
             str(work_dir),
             time_basis,
         )
-        for p in sorted(raw_plans, key=lambda q: -(raw_plans[q].records + out_plans[q].records))
+        for p in sorted(raw_plans, key=lambda q: -(raw_plans[q].records + (out_plans[q].records if out_plans else 0)))
     ]
     outcomes = _run(tasks, workers, progress_enabled(quiet), _label(raw_source))
     outcomes.sort(key=lambda o: o.partition)
@@ -451,6 +360,10 @@ def _label(source: Source) -> str:
     return source.topic if isinstance(source, KafkaSource) else "archive"
 
 
+def _planned(task: PartitionTask) -> int:
+    return task.raw_plan.records + (task.outputs_plan.records if task.outputs_plan is not None else 0)
+
+
 def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> list[PartitionOutcome]:
     with PartitionProgress(label, enabled=show) as progress:
         return run_tasks(
@@ -459,12 +372,12 @@ def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> li
             workers=workers,
             progress=progress,
             in_process=isinstance(tasks[0].raw_source, FileSource) if tasks else True,
-            fresh_process_per_task=True,
+            fresh_process_per_task=any(_planned(task) > FRESH_PROCESS_RECORDS for task in tasks),
         )
 
 
 def _merge(
-    outcomes: list[PartitionOutcome], raw_snap: Snapshot, out_snap: Snapshot, work_dir: Path, elapsed: float
+    outcomes: list[PartitionOutcome], raw_snap: Snapshot, out_snap: Snapshot | None, work_dir: Path, elapsed: float
 ) -> PartitionedRecovery:
     quality = DedupResult(
         empty(EVENTS),  # the merged result keeps no events (they stay in the partitions' parts)
@@ -475,7 +388,10 @@ def _merge(
         sum(o.quality.counts()["events"] for o in outcomes),
     )
     raw = ReplayResult(raw_snap, {o.partition: o.raw_read for o in outcomes}, None, None, elapsed, kept=False)
-    outputs = ReplayResult(out_snap, {o.partition: o.outputs_read for o in outcomes}, None, None, elapsed, kept=False)
+    outputs = None
+    if out_snap is not None:
+        reads = {o.partition: o.outputs_read for o in outcomes if o.outputs_read is not None}
+        outputs = ReplayResult(out_snap, reads, None, None, elapsed, kept=False)
     counts = [o.counts for o in outcomes if o.counts.height]
     skew = StampSkew(outcomes[0].skew.slack_ms if outcomes and outcomes[0].skew else 0)
     for o in outcomes:

@@ -116,14 +116,14 @@ class EngineResult:
     counts: dict[str, int]
     engine: str
     notes: list[str] = field(default_factory=list)
-    owner: PartitionedRecovery | None = None  # keeps the Parquet parts of a per-partition recovery alive
+    owner: PartitionedRecovery | None = None  # keeps the spooled parts of a per-partition recovery alive
 
 
 @dataclass
 class RecoveryReport:
     """Everything a recovery found, and the fix set it wrote.
 
-    ``engine`` says how it ran: ``by-partition`` (each partition on its own, big frames in Parquet parts,
+    ``engine`` says how it ran: ``by-partition`` (each partition on its own, big frames in spooled parts,
     loaded on first access of ``comparison`` / ``originals`` / ``truth.results``) or ``in-memory``.
     """
 
@@ -299,14 +299,16 @@ def _by_partition(
     notes = _check_time_basis(truth, sum(summary.counts[s] for s in STATUSES), opts, raw)
     counts = summary.counts
     timings["merge"] = time.monotonic() - mark
-    originals_count = sum(r.records for r in found.outputs.reads.values()) - found.outputs_quarantine.height
+    assert found.outputs is not None  # the outputs were given
+    outputs = found.outputs
+    originals_count = sum(r.records for r in outputs.reads.values()) - found.outputs_quarantine.height
     return (
         EngineResult(
             truth=truth,
             originals=found.loader("originals"),
             originals_count=originals_count,
             outputs_bad=found.outputs_quarantine,
-            outputs=found.outputs,
+            outputs=outputs,
             comparison=found.loader("comparison"),
             review_comparison=found.lazy("comparison"),
             summary=summary,

@@ -5,6 +5,7 @@ runs them all (or their per-partition form) and writes the fix set.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from recovery.pipeline.compare import (
     compare,
 )
 from recovery.pipeline.dedup import Coverage, DedupResult, dedup
+from recovery.pipeline.partitioned import new_work_dir, recover_partitions, remove_when_unused
 from recovery.pipeline.timebasis import StampSkew
 from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
@@ -68,18 +70,20 @@ def outputs_from_ms(spec: PipelineSpec, from_ms: int | None) -> int | None:
     return None if from_ms is None else from_ms - spec.outputs.lookback_ms
 
 
-FrameOrLoader = pl.DataFrame | Callable[[], pl.DataFrame]
+FrameOrLoader = pl.DataFrame | pl.LazyFrame | Callable[[], pl.DataFrame]
 
 
 def resolve(value: FrameOrLoader) -> pl.DataFrame:
+    if isinstance(value, pl.LazyFrame):
+        return value.collect()
     return value if isinstance(value, pl.DataFrame) else value()
 
 
 class Truth:
     """Recomputed truth for a range and what it was computed from.
 
-    ``results`` may be given as a loader (a recovery partition by partition keeps them in Parquet parts);
-    it is called on first access.
+    ``results`` may be given as a loader or a lazy frame (a recovery partition by partition keeps them in
+    spooled parts); it is collected on first access. ``owner`` keeps those parts alive.
     """
 
     def __init__(
@@ -89,8 +93,10 @@ class Truth:
         quarantine: pl.DataFrame,
         replay: ReplayResult,
         skew: StampSkew | None = None,
+        owner: object | None = None,
     ) -> None:
         self._results = results
+        self.owner = owner
         self.events = events
         self.quarantine = quarantine  # QUARANTINE of the raw records
         self.replay = replay
@@ -101,6 +107,12 @@ class Truth:
         """RESULTS of every metric in the range."""
         self._results = resolve(self._results)
         return self._results
+
+    def lazy_results(self) -> pl.LazyFrame:
+        """RESULTS as a lazy frame, without loading spooled parts (to stream them to a file)."""
+        if isinstance(self._results, pl.LazyFrame):
+            return self._results
+        return self.results.lazy()
 
 
 def check_raw_found(records: int, in_range: int, rng: TimeRange, source: Source, time_basis: str = KAFKA_TIME) -> None:
@@ -140,9 +152,21 @@ def truth_for_range(
     quiet: bool = True,
     client: str = DEFAULT_CLIENT,
     time_basis: str = KAFKA_TIME,
+    by_partition: bool = False,
+    work_near: Path | None = None,
 ) -> Truth:
-    """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric."""
+    """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric.
+
+    ``by_partition``: partition by partition in bounded memory (:mod:`recovery.pipeline.partitioned`), the
+    results spooled next to ``work_near`` and loaded on first access; in memory when keys are not partitioned
+    (a key or an event id in two partitions). The events themselves are then not kept (``events.event_count``).
+    """
     raw_source = as_source(source, spec.topics.raw, settings)
+    if by_partition:
+        options = {"workers": workers, "slack_ms": slack_ms, "quiet": quiet, "client": client}
+        found = _truth_by_partition(spec, from_ms, to_ms, raw_source, emulate_grace, time_basis, work_near, options)
+        if found is not None:
+            return found
     raw = replay(
         raw_source,
         from_ms=from_ms,
@@ -165,6 +189,44 @@ def truth_for_range(
     quality = dedup(events, quarantine=quarantine, fields=spec.layout, coverage=coverage)
     results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
     return Truth(results, quality, quarantine, raw, skew)
+
+
+def _truth_by_partition(
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    raw_source: Source,
+    emulate_grace: bool,
+    time_basis: str,
+    work_near: Path | None,
+    options: dict[str, Any],
+) -> Truth | None:
+    """Truth recovered partition by partition; None when the keys are not partitioned."""
+    work_dir = new_work_dir(work_near)
+    try:
+        found, why = recover_partitions(
+            spec,
+            from_ms,
+            to_ms,
+            raw_source=raw_source,
+            outputs_source=None,
+            outputs_slack_ms=0,
+            work_dir=work_dir,
+            emulate_grace=emulate_grace,
+            abs_tol=DEFAULT_ABS_TOL,
+            rel_tol=DEFAULT_REL_TOL,
+            time_basis=time_basis,
+            **options,
+        )
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    if why is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return None
+    remove_when_unused(found, work_dir)
+    check_raw_found(found.raw.count, found.records_in_range, TimeRange(from_ms, to_ms), raw_source, time_basis)
+    return Truth(found.lazy("truth"), found.quality, found.quarantine, found.raw, found.skew, owner=found)
 
 
 def originals_for_range(

@@ -15,6 +15,7 @@ from recovery.errors import ConfigError, DataError
 from recovery.fixes.publish import partition_of
 from recovery.kafka.clients import producer
 from recovery.pipeline.recover import recover
+from recovery.pipeline.steps import truth_for_range
 from recovery.records.outputs import encode_result
 from recovery.sim.simulate import simulate
 from recovery.sim.ticks import SimulationParams
@@ -65,6 +66,13 @@ def test_partition_by_partition_gives_the_same_fix_set_as_in_memory(
     assert_frame_equal(review[0], review[1])
     with pytest.raises(DataError, match="not kept"):
         parts.truth.replay.frame()
+    # truth alone (recovery recompute) partition by partition: the in-memory engine's results and quality
+    alone = truth_for_range(spec, lo, hi, settings=kafka_settings, workers=2, by_partition=True, work_near=tmp_path)
+    assert alone.events.event_count is not None  # ran partition by partition (the events were not kept)
+    assert_frame_equal(alone.lazy_results().collect().sort(SORT), memory.truth.results.sort(SORT))
+    assert alone.events.counts() == memory.truth.events.counts()
+    assert_frame_equal(alone.quarantine, memory.truth.quarantine)
+    del alone
     work_dirs = list(tmp_path.glob(".recover-parts-*"))
     assert len(work_dirs) == 2  # the parts live as long as the reports that read them
     del parts, auto
