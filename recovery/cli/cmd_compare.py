@@ -12,8 +12,9 @@ from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_
 from recovery.errors import DataError
 from recovery.frames import RESULTS, conform
 from recovery.pipeline.compare import summarize
+from recovery.pipeline.recover import recover
 from recovery.pipeline.steps import compare_range
-from recovery.spec import load_spec
+from recovery.spec import PipelineSpec, load_spec
 
 EPILOG = """\
 examples:
@@ -45,12 +46,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rng = parse_range(args)
-    truth = None
-    if args.truth:
-        try:
-            truth = conform(pl.read_parquet(args.truth), RESULTS)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise DataError(f"cannot read truth {args.truth!r}: {exc}", path=args.truth) from None
+    if not args.truth:
+        return _recover_and_compare(args, spec, rng.from_ms, rng.to_ms)
+    try:
+        truth = conform(pl.read_parquet(args.truth), RESULTS)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read truth {args.truth!r}: {exc}", path=args.truth) from None
     comparison, originals, bad, outputs = compare_range(
         spec,
         rng.from_ms,
@@ -69,11 +70,42 @@ def run(args: argparse.Namespace) -> int:
     print(f"outputs: {outputs.summary()}; {originals.height:,} results, {bad.height:,} unreadable")
     for line in summarize(comparison).lines():
         print(line)
-    if args.out:
-        out = Path(args.out)
+    _write(comparison.lazy(), args.out)
+    return 0
+
+
+def _recover_and_compare(args: argparse.Namespace, spec: PipelineSpec, from_ms: int, to_ms: int) -> int:
+    """Truth recomputed and compared as ``recovery recover`` does (partition by partition, bounded memory,
+    in memory when keys are not partitioned), without writing a fix set."""
+    report = recover(
+        spec,
+        from_ms,
+        to_ms,
+        raw_source=args.source_raw,
+        outputs_source=args.source_outputs,
+        workers=args.workers,
+        slack_ms=args.slack_ms,
+        abs_tol=args.abs_tol,
+        rel_tol=args.rel_tol,
+        quiet=args.quiet,
+        client=args.client,
+        time_basis=args.time_basis,
+    )
+    unreadable = report.outputs_quarantine.height
+    print(f"outputs: {report.outputs_replay.summary()}; {report.originals_count:,} results, {unreadable:,} unreadable")
+    for line in report.summary.lines():
+        print(line)
+    comparison = report.found.review_comparison
+    _write(comparison if isinstance(comparison, pl.LazyFrame) else comparison.lazy(), args.out)
+    return 0
+
+
+def _write(comparison: pl.LazyFrame, out_path: str | None) -> None:
+    """COMPARISON to ``out_path`` (atomically, streamed from spooled parts when there are any)."""
+    if out_path:
+        out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
-        comparison.write_parquet(tmp)
+        comparison.sink_parquet(tmp)
         tmp.replace(out)
         print(f"comparison -> {out}")
-    return 0

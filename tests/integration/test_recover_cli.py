@@ -104,3 +104,19 @@ def test_recompute_and_compare_verbs_write_their_frames(
     assert comparison.schema == COMPARISON
     assert comparison.get_column("status").unique().to_list() == ["missing"]  # nothing was ever published
     assert f"missing {truth.height:,}" in capsys.readouterr().out
+
+
+def test_compare_without_truth_recomputes_it_and_finds_every_unpublished_result_missing(
+    spec_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = ["--from", str(BASE_MS + 30_000), "--to", str(BASE_MS + 90_000)]
+    assert main(["recompute", "--spec", str(spec_file), *rng, "--out", str(tmp_path / "t.parquet"), "--quiet"]) == 0
+    assert main(["compare", "--spec", str(spec_file), *rng, "--out", str(tmp_path / "c.parquet"), "--quiet"]) == 0
+    truth = pl.read_parquet(tmp_path / "t.parquet")
+    comparison = pl.read_parquet(tmp_path / "c.parquet")
+    assert comparison.schema == COMPARISON and truth.height > 0
+    assert comparison.get_column("status").unique().to_list() == ["missing"]  # nothing was ever published
+    order = ["metric", "key", "window"]
+    expected = truth.select(*order, pl.col("value").alias("corrected")).sort(order)
+    assert comparison.select(*order, "corrected").sort(order).equals(expected)
+    assert f"missing {truth.height:,}" in capsys.readouterr().out
