@@ -8,17 +8,8 @@ from polars.testing import assert_frame_equal
 
 from recovery.errors import DataError
 from recovery.frames import EVENTS, QUARANTINE
-from recovery.pipeline.dedup import (
-    DUPLICATES,
-    GAPS,
-    KEY_STATS,
-    PARTITION_STATS,
-    Coverage,
-    KeyGroupDedup,
-    dedup,
-    lateness,
-    seq_gaps,
-)
+from recovery.pipeline.dedup import DUPLICATES, KEY_STATS, PARTITION_STATS, KeyGroupDedup, dedup, lateness
+from recovery.pipeline.gaps import GAPS, Coverage, seq_gaps
 
 # partition, offset, timestamp_ms, event_id, key, seq, ts, price, volume
 ROWS = [
