@@ -50,9 +50,10 @@ def trim_to_range(results: pl.DataFrame, spec: PipelineSpec, from_ms: int | None
     return pl.concat(parts) if parts else results.clear()
 
 
-def _ids(frames: list[pl.DataFrame]) -> list[pl.DataFrame] | None:
+def _ids(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], list[pl.Expr]] | None:
     """``frames`` with ``_id``: (metric, key, window) as one Int64 that sorts like the triple (joins and
-    groups on one integer are several times faster than on two strings); None when it does not fit.
+    groups on one integer are several times faster than on two strings), and the expressions that give the
+    triple back from ``_id`` (so the strings need not ride through the joins); None when it does not fit.
     """
     keys = pl.concat([f.get_column("key") for f in frames]).unique().sort()
     metrics = pl.concat([f.get_column("metric") for f in frames]).unique().sort()
@@ -69,7 +70,17 @@ def _ids(frames: list[pl.DataFrame]) -> list[pl.DataFrame] | None:
     metric_no = pl.col("metric").replace_strict(metrics, pl.int_range(metrics.len(), dtype=pl.Int64, eager=True))
     key_no = pl.col("key").replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
     ident = metric_no * (1 << (key_bits + window_bits)) + key_no * (1 << window_bits) + (pl.col("window") - lo)
-    return [f.with_columns(ident.alias("_id")) for f in frames]
+    number = pl.col("_id")
+    decode = [
+        (number // (1 << (key_bits + window_bits))).replace_strict(_numbers(metrics), metrics).alias("metric"),
+        (number // (1 << window_bits) % (1 << key_bits)).replace_strict(_numbers(keys), keys).alias("key"),
+        (number % (1 << window_bits) + lo).alias("window"),
+    ]
+    return [f.with_columns(ident.alias("_id")) for f in frames], decode
+
+
+def _numbers(values: pl.Series) -> pl.Series:
+    return pl.int_range(values.len(), dtype=pl.Int64, eager=True)
 
 
 def compare(
@@ -99,21 +110,21 @@ def compare(
     if spec.outputs.emit == "updates":  # a job that emits every update: a window's last record is its result
         published = published.unique(subset=triple, keep="last", maintain_order=True)
     with_ids = _ids([published, expected])
+    decode: list[pl.Expr] = []
     if with_ids is not None:
-        published, expected = with_ids
+        (published, expected), decode = with_ids
+        published = published.select("_id", "value", "time_ms")
+        expected = expected.select("_id", "value", "time_ms")
     on = ["_id"] if with_ids is not None else triple
-    carried = [pl.col(c).first() for c in triple] if with_ids is not None else []
     if with_ids is not None and published.get_column("_id").n_unique() == published.height:
         copies = published.select(  # every result published once: nothing to group
             *on,
-            *triple,
             pl.col("value").alias("original"),
             pl.col("time_ms").alias("_time_original"),
             pl.lit(1, dtype=pl.Int64).alias("copies"),
         )
     else:
         copies = published.group_by(on).agg(
-            *carried,
             pl.col("value").last().alias("original"),
             pl.col("time_ms").last().alias("_time_original"),
             pl.len().cast(pl.Int64).alias("copies"),
@@ -133,14 +144,13 @@ def compare(
         expected = expected.unique(subset=on, keep="last")
     truth_rows = expected.select(
         *on,
-        *[pl.col(c).alias(f"_truth_{c}") for c in triple if with_ids is not None],
         pl.col("time_ms").alias("_time_truth"),
         pl.col("value").alias("corrected"),
         pl.lit(True).alias("_truth"),
     )
     joined = copies.join(truth_rows, on=on, how="full", coalesce=True)
     if with_ids is not None:
-        joined = joined.with_columns([pl.coalesce(c, f"_truth_{c}").alias(c) for c in triple])
+        joined = joined.sort("_id").with_columns(decode)
     is_missing = pl.col("copies").is_null()
     is_extra = pl.col("_truth").is_null()
     status = (
@@ -160,7 +170,7 @@ def compare(
         pl.col("conflicting").fill_null(False),
         status.alias("status"),
     )
-    ordered = result.sort("_id") if with_ids is not None else result.sort("metric", "key", "window")
+    ordered = result if with_ids is not None else result.sort("metric", "key", "window")
     return conform(ordered, COMPARISON)
 
 

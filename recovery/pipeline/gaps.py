@@ -49,19 +49,20 @@ class Coverage:
     until_ms: int | None = None
 
 
-def _sorted_by_key_and(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """``frame`` sorted by key, then ``column`` (an integer), stable; one integer sort when it fits 62 bits."""
+def _grouped_by_key_and(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``frame`` with each key's rows together (keys in no particular order), sorted by ``column`` (an integer)
+    within a key, stable; one integer sort when it fits 62 bits."""
     k, c = pl.col("key"), pl.col(column)
     ordered = (k > k.shift(1)) | ((k == k.shift(1)) & (c >= c.shift(1)))
     if frame.height < 2 or frame.select(ordered.fill_null(True).all()).item():
         return frame
-    keys = frame.get_column("key").unique().sort()
+    keys = frame.get_column("key").unique()  # a number per key: grouping needs no lexical order
     lo, hi = frame.select(c.min().alias("lo"), c.max().alias("hi")).row(0)
     key_bits, value_bits = max(1, (keys.len() - 1).bit_length()), max(1, (hi - lo).bit_length())
     if keys.null_count() or key_bits + value_bits > 62:
         return frame.sort("key", column, maintain_order=True)
-    rank = k.replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
-    return frame.sort(rank * (1 << value_bits) + (c - lo), maintain_order=True)
+    number = k.replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
+    return frame.sort(number * (1 << value_bits) + (c - lo), maintain_order=True)
 
 
 def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | EventsSpec | None = None) -> pl.DataFrame:
@@ -160,8 +161,9 @@ def seq_gaps(
         unreadable = quarantined.filter(pl.col("seq").is_null()).select("key", "partition", "offset")
     if seen.height == 0:
         return empty(GAPS)
-    ordered = _sorted_by_key_and(seen, "seq")
-    if ordered.select(pl.struct("key", "seq").is_duplicated().any()).item():
+    ordered = _grouped_by_key_and(seen, "seq")
+    same_seq = (pl.col("key") == pl.col("key").shift(1)) & (pl.col("seq") == pl.col("seq").shift(1))
+    if ordered.select(same_seq.any()).item():
         # one row per seq (a valid event and a quarantined record may both show it): the valid copy's place,
         # the tightest bounds any copy gives
         ordered = (

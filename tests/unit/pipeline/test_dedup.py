@@ -242,3 +242,22 @@ def test_a_malformed_upper_seq_that_shows_its_event_time_bounds_the_gap() -> Non
     unreadable = bad.with_columns(pl.lit('{"event_id":"K-6","symbol":"K","seq":6,"volume":1}').alias("value"))
     result = dedup(events(rows), quarantine=unreadable, coverage=Coverage({0: (100, False)}, until_ms=1_000))
     assert gap_rows(result.gaps) == [("K", 3, 5, True)]  # only its Kafka timestamp (after the end) is known
+
+
+def test_gaps_of_interleaved_keys_in_arrival_order_with_a_seq_shown_twice() -> None:
+    # keys arrive interleaved and out of lexical order (Z before A), seqs out of order within a key, and B's
+    # seq 3 is both a valid event and in a quarantined record: one seq, no gap at 3, the lost 4 still found
+    rows = [
+        (0, 0, 10, "Z-3", "Z", 3, 10, 1.0, 1.0),
+        (0, 1, 11, "B-1", "B", 1, 11, 1.0, 1.0),
+        (0, 2, 12, "Z-1", "Z", 1, 9, 1.0, 1.0),
+        (0, 3, 13, "B-3", "B", 3, 13, 1.0, 1.0),
+        (0, 4, 14, "A-2", "A", 2, 14, 1.0, 1.0),
+        (0, 5, 15, "B-5", "B", 5, 15, 1.0, 1.0),
+        (0, 6, 16, "A-5", "A", 5, 16, 1.0, 1.0),
+    ]
+    bad = (0, 7, 17, "B", '{"event_id":"B-3","symbol":"B","seq":3,"ts":13,"price":"x"}', "wrong type: price")
+    quarantined = pl.DataFrame([bad], schema=QUARANTINE, orient="row")
+    result = dedup(events(rows), quarantine=quarantined)
+    expected = [("A", 3, 4, 2), ("B", 2, 2, 1), ("B", 4, 4, 1), ("Z", 2, 2, 1)]  # by hand, sorted by key and seq
+    assert result.gaps.select("key", "from_seq", "to_seq", "missing").rows() == expected
