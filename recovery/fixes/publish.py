@@ -33,9 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-from kafka.partitioner.default import murmur2
-
 from recovery import __version__
 from recovery.config import KafkaSettings
 from recovery.errors import ApprovalError, DataError, TopicError
@@ -54,187 +51,35 @@ from recovery.fixes.chunks import (
 from recovery.fixes.crash import CRASH_ENV
 from recovery.fixes.crash import crash_hook as _crash_hook
 from recovery.fixes.crash import crash_point as _crash_point
+from recovery.fixes.encoding import encode_corrections, layout_of, partition_of, record_key, sorted_corrections
 from recovery.fixes.fixset import FixSet, load_fixset
+from recovery.fixes.readback import VerificationError, read_corrections, verify
 from recovery.fixes.report import PublishReport
-from recovery.frames import CORRECTIONS, RECORDS, conform
+from recovery.frames import CORRECTIONS
 from recovery.kafka.client import DEFAULT_CLIENT, TxProducer, transactional_producer
-from recovery.kafka.small import read_topic
 from recovery.kafka.topics import ensure_topic, offsets, partitions_for, topic_config
-from recovery.records.layout_outputs import OutputLayout, decode_layout_corrections
-from recovery.source import KafkaSource
 from recovery.spec import PipelineSpec
 
 CORRECTIONS_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 PREVIEW_ROWS = 20
 
-# A correction record read back from the corrections topic.
-PUBLISHED = pl.Schema(
-    [
-        *CORRECTIONS.items(),
-        ("digest", pl.String),
-        ("record_key", pl.String),
-        ("partition", pl.Int32),
-        ("offset", pl.Int64),
-    ]
-)
-_VALUE = pl.Struct(pl.Schema([*CORRECTIONS.items(), ("digest", pl.String)]))
-
-
-__all__ = ["CRASH_ENV", "PublishReport", "publish", "read_corrections", "verify"]
-
-
-class VerificationError(DataError):
-    """The corrections read back from Kafka differ from the fix set."""
+__all__ = [
+    "CRASH_ENV",
+    "PublishReport",
+    "VerificationError",
+    "encode_corrections",
+    "layout_of",
+    "partition_of",
+    "publish",
+    "read_corrections",
+    "record_key",
+    "verify",
+]
 
 
 def transactional_id(digest: str) -> str:
     """The stable transactional.id of a fix set: reruns fence and resolve earlier attempts."""
     return f"recovery-publish-{digest[:40]}"
-
-
-def record_key() -> pl.Expr:
-    """The record key of a correction: ``key|metric|window``."""
-    return pl.concat_str([pl.col("key"), pl.col("metric"), pl.col("window").cast(pl.String)], separator="|")
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The default partitioner's choice for a result key (Java-compatible murmur2)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def sorted_corrections(corrections: pl.DataFrame) -> pl.DataFrame:
-    """The corrections in the fix set's publish order: by key, metric, window (the plan's order)."""
-    return conform(corrections, CORRECTIONS).sort("key", "metric", "window", maintain_order=True)
-
-
-def layout_of(spec: PipelineSpec) -> OutputLayout | None:
-    """The outputs' own layout when corrections are written in it (``[outputs] corrections = "layout"``)."""
-    if spec.outputs.legacy or spec.outputs.corrections != "layout":
-        return None
-    return OutputLayout(spec)
-
-
-def encode_corrections(
-    corrections: pl.DataFrame, digest: str, partitions: int = 1, layout: OutputLayout | None = None
-) -> tuple[list[bytes], list[bytes | None], list[int]]:
-    """Record keys, values and partitions of the corrections, sorted by key, metric, window.
-
-    The record key is ``key|metric|window`` (the compacted topic keeps the latest correction of each result).
-    Values are the toolkit's correction record (JSON with the digest, built in bulk), or, with ``layout``, the
-    outputs' own record (a retraction as a tombstone or a flagged record, as the layout says).
-    """
-    frame = sorted_corrections(corrections)
-    keys = frame.get_column("key").unique()
-    home = pl.Series([partition_of(k, partitions) for k in keys.to_list()], dtype=pl.Int64)
-    value = pl.struct([*CORRECTIONS.names(), pl.lit(digest).alias("digest")]).struct.json_encode()
-    encoded = frame.select(
-        record_key().cast(pl.Binary).alias("k"),
-        value.cast(pl.Binary).alias("v"),
-        pl.col("key").replace_strict(keys, home, return_dtype=pl.Int64).alias("p"),
-    )
-    values: list[bytes | None] = (
-        encoded.get_column("v").to_list() if layout is None else [v for _, v in layout.encode(frame)]
-    )
-    return encoded.get_column("k").to_list(), values, encoded.get_column("p").to_list()
-
-
-def decode_corrections(records: pl.DataFrame) -> pl.DataFrame:
-    """PUBLISHED rows from records of the corrections topic (tombstones and foreign records are skipped)."""
-    frame = conform(records, RECORDS).filter(pl.col("value").is_not_null())
-    if frame.height == 0:
-        return pl.DataFrame(schema=PUBLISHED)
-    try:
-        decoded = frame.with_columns(pl.col("value").cast(pl.String).str.json_decode(_VALUE).alias("_v"))
-    except pl.exceptions.PolarsError:
-        decoded = frame.with_columns(
-            pl.Series("_v", [_decode_one(v) for v in frame.get_column("value").to_list()], dtype=_VALUE)
-        )
-    out = decoded.filter(pl.col("_v").is_not_null()).select(
-        pl.col("_v").struct.unnest(), pl.col("key").cast(pl.String).alias("record_key"), "partition", "offset"
-    )
-    return conform(out.drop_nulls(["key", "metric", "window", "action"]), PUBLISHED)
-
-
-def _decode_one(value: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or "digest" not in data:
-        return None
-    return {name: data.get(name) for name in (*CORRECTIONS.names(), "digest")}
-
-
-def read_corrections(
-    settings: KafkaSettings,
-    topic: str,
-    *,
-    digest: str | None = None,
-    since: dict[int, int] | None = None,
-    client: str = DEFAULT_CLIENT,
-    layout: OutputLayout | None = None,
-) -> pl.DataFrame:
-    """Committed correction records of ``topic`` (read_committed, bounded), optionally of one digest.
-
-    With ``layout``, the records are the outputs' own (see :func:`encode_corrections`).
-
-    ``since`` (partition -> offset) skips what came before: a publish records the end offsets before it
-    sends, and only records after them can be its own.
-    """
-    source = KafkaSource(topic, settings, isolation_level="read_committed")
-    offsets = None if since is None else {int(p): (int(o), None) for p, o in since.items()}
-    records = read_topic(source, offsets=offsets, client=client)
-    if layout is not None:  # the outputs' own records carry no digest: ``since`` tells which are this publish's
-        found = decode_layout_corrections(layout, records)
-        return found.with_columns(pl.lit(digest, dtype=pl.String).alias("digest")).select(PUBLISHED.names())
-    if digest is not None:
-        records = records.filter(pl.col("value").bin.contains(digest.encode()))
-    published = decode_corrections(records)
-    return published.filter(pl.col("digest") == digest) if digest is not None else published
-
-
-def verify(
-    settings: KafkaSettings,
-    topic: str,
-    fixset: FixSet,
-    *,
-    since: dict[int, int] | None = None,
-    client: str = DEFAULT_CLIENT,
-) -> dict[str, list[int]]:
-    """Check that every correction of ``fixset`` is committed exactly once with its content.
-
-    Returns per partition ``[first offset, last offset, records]``; :class:`VerificationError` otherwise.
-    """
-    layout = layout_of(fixset.spec)
-    published = read_corrections(settings, topic, digest=fixset.digest, since=since, client=client, layout=layout)
-    expected = conform(fixset.corrections, CORRECTIONS).with_columns(record_key().alias("_rk"))
-    # the outputs' own layout carries neither the reason nor (for count windows) the event time
-    checked = CORRECTIONS.names() if layout is None else ["key", "metric", "window", "action", "value"]
-    copies = published.group_by("record_key").len()
-    duplicated = copies.filter(pl.col("len") > 1).height
-    joined = expected.join(
-        published.unique(subset=["record_key"], keep="last").select(
-            "record_key", *[pl.col(c).alias(f"_got_{c}") for c in checked]
-        ),
-        left_on="_rk",
-        right_on="record_key",
-        how="left",
-    )
-    missing = joined.filter(pl.col("_got_key").is_null()).height
-    differs = pl.any_horizontal(*[pl.col(c).ne_missing(pl.col(f"_got_{c}")) for c in checked])
-    changed = joined.filter(pl.col("_got_key").is_not_null() & differs).height
-    unexpected = published.join(expected.select("_rk"), left_on="record_key", right_on="_rk", how="anti").height
-    if missing or changed or duplicated or unexpected:
-        raise VerificationError(
-            f"read-back of {topic} for digest {fixset.digest[:12]}... differs from the fix set: "
-            f"{missing} missing, {changed} with other content, {duplicated} committed more than once, "
-            f"{unexpected} unexpected",
-            hint="do not retry blindly: inspect the topic (a newer fix set may have compacted these keys)",
-        )
-    offsets = published.group_by("partition").agg(
-        pl.col("offset").min().alias("first"), pl.col("offset").max().alias("last"), pl.len().alias("n")
-    )
-    return {str(p): [int(a), int(b), int(n)] for p, a, b, n in offsets.sort("partition").iter_rows()}
 
 
 def ensure_corrections_topic(settings: KafkaSettings, spec: PipelineSpec) -> int:
