@@ -47,7 +47,7 @@ STAGE_GROUPS = (
     "publish",  # 10k and 100k corrections
     "recover",  # the one-shot recover of the whole incident
     "profile",  # cProfile of replay (both clients), recompute, decode, publish (first scenario)
-    "plain",  # the CLI as a new user runs it, no performance flags: recover, recompute (vs kcat), replay
+    "plain",  # the CLI as a new user runs it, no flags: recover, recompute (vs kcat), compare, export, replay
 )
 CLIENTS = ("kafka-python", "confluent")
 
@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--plain-steps",
-        default="recover,recompute,replay",
-        help="CLI steps the plain stage runs with no flags (default recover,recompute,replay)",
+        default="recover,recompute,compare,export,replay",
+        help="CLI steps the plain stage runs with no flags (default recover,recompute,compare,export,replay)",
     )
     p.add_argument("--conditions", default="", help="a sentence on the conditions, written to the doc")
     args = p.parse_args(argv)
@@ -426,6 +426,8 @@ class Bench:
         steps = [
             ("recovery recover, no flags", ["recover", *where, "--out", str(fresh(out))], raw_n + out_n),
             ("recovery recompute, no flags", ["recompute", *where, "--out", str(out / "truth.parquet")], raw_n),
+            ("recovery compare, no flags", ["compare", *where, "--out", str(out / "cmp.parquet")], raw_n + out_n),
+            ("recovery export to Parquet, no flags", ["export", *where, "--out", str(out / "export")], raw_n),
             ("recovery replay to Parquet, no flags", ["replay", *where, "--out", str(out / "replay")], raw_n),
         ]
         wanted = {step.strip() for step in self.args.plain_steps.split(",")}
