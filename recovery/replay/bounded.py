@@ -38,7 +38,7 @@ from recovery.source import SIDECAR, FileSource, Source
 from recovery.spec import FieldsSpec, PipelineSpec
 from recovery.timerange import format_ms
 
-DEFAULT_BATCH_RECORDS = 200_000  # records per frame / Parquet part
+DEFAULT_BATCH_RECORDS = 50_000  # records per frame / Parquet part: a reading worker holds about one batch
 MIN_LOOKBACK_CHUNK = 1_000  # records per step back for sma lookback (at least)
 
 
