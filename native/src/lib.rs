@@ -8,9 +8,9 @@
 mod template;
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_array::builder::{ArrayBuilder, Int64Builder, LargeBinaryBuilder};
 use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
@@ -23,12 +23,11 @@ use arrow_schema::{DataType, Field, Fields};
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 
 /// The columns of one batch of records of one partition, as an Arrow struct array.
 #[pyclass(frozen, module = "recovery_native")]
@@ -113,6 +112,7 @@ impl Fetched {
 /// subscribed, never committing).
 #[pyclass(module = "recovery_native")]
 struct Reader {
+    queue: Option<ConsumerQueue>,
     consumer: Option<BaseConsumer>,
     topic: String,
 }
@@ -125,33 +125,95 @@ impl Reader {
     }
 }
 
-/// The end offset librdkafka last fetched up to for `partition` (read_committed: the last stable offset), from
-/// its cache: no request.
-fn cached_high_watermark(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-) -> Result<i64, KafkaError> {
-    let name = CString::new(topic)
-        .map_err(|_| KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidTopic))?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    let code = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            name.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    if code != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(KafkaError::MetadataFetch(code.into()));
-    }
-    Ok(high)
-}
-
 fn kafka_error(e: &KafkaError) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
+}
+
+/// The consumer queue of a librdkafka consumer, read in batches (one lock per batch, not per record).
+struct ConsumerQueue(*mut rdsys::rd_kafka_queue_t);
+
+// the queue handle is reference-counted and thread-safe in librdkafka; calls on it are serialised by the GIL
+unsafe impl Send for ConsumerQueue {}
+unsafe impl Sync for ConsumerQueue {}
+
+impl Drop for ConsumerQueue {
+    fn drop(&mut self) {
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
+fn err_text(err: rdsys::rd_kafka_resp_err_t) -> String {
+    unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(err)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+unsafe fn bytes<'a>(ptr: *mut std::ffi::c_void, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        Some(std::slice::from_raw_parts(ptr as *const u8, len))
+    }
+}
+
+/// Up to `max_records` messages of `partition` below `end` from `queue`, within `timeout_ms`.
+fn consume(
+    queue: &ConsumerQueue,
+    partition: i32,
+    end: i64,
+    max_records: usize,
+    timeout_ms: u64,
+) -> Result<Fetched, String> {
+    let mut out = Fetched::new(max_records.min(1 << 16));
+    let mut messages: Vec<*mut rdsys::rd_kafka_message_t> =
+        vec![std::ptr::null_mut(); max_records.max(1)];
+    let got = unsafe {
+        rdsys::rd_kafka_consume_batch_queue(
+            queue.0,
+            timeout_ms as i32,
+            messages.as_mut_ptr(),
+            messages.len(),
+        )
+    };
+    if got < 0 {
+        return Err(err_text(unsafe { rdsys::rd_kafka_last_error() }));
+    }
+    let mut failure = None;
+    for &ptr in &messages[..got as usize] {
+        let m = unsafe { &*ptr };
+        if m.partition == partition && failure.is_none() {
+            if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                // the end offset librdkafka fetched up to (the last stable offset when read_committed)
+                out.log_end = Some(m.offset);
+            } else if m.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                failure = Some(err_text(m.err));
+            } else if m.offset >= end {
+                out.data_end = Some(
+                    out.data_end
+                        .map_or(m.offset + 1, |d: i64| d.max(m.offset + 1)),
+                );
+            } else {
+                let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+                let stamp = unsafe { rdsys::rd_kafka_message_timestamp(ptr, &mut kind) };
+                out.offsets.append_value(m.offset);
+                out.stamps.append_value(stamp);
+                match unsafe { bytes(m.key, m.key_len) } {
+                    Some(k) => out.keys.append_value(k),
+                    None => out.keys.append_null(),
+                }
+                match unsafe { bytes(m.payload, m.len) } {
+                    Some(v) => out.values.append_value(v),
+                    None => out.values.append_null(),
+                }
+                out.data_end = Some(m.offset + 1);
+            }
+        }
+        unsafe { rdsys::rd_kafka_message_destroy(ptr) };
+    }
+    match failure {
+        Some(text) => Err(text),
+        None => Ok(out),
+    }
 }
 
 #[pymethods]
@@ -178,7 +240,11 @@ impl Reader {
         if let Err(e) = found {
             return Err(PyConnectionError::new_err(e.to_string()));
         }
+        let queue = ConsumerQueue(unsafe {
+            rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr())
+        });
         Ok(Reader {
+            queue: Some(queue),
             consumer: Some(consumer),
             topic,
         })
@@ -209,68 +275,18 @@ impl Reader {
         max_records: usize,
         timeout_ms: u64,
     ) -> PyResult<(Option<RecordBatch>, Option<i64>, Option<i64>)> {
-        let consumer = self.consumer()?;
-        let topic = self.topic.as_str();
-        let fetched = py.allow_threads(|| -> Result<Fetched, KafkaError> {
-            let mut out = Fetched::new(max_records.min(1 << 16));
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-            let mut count = 0usize;
-            while count < max_records {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let Some(polled) = consumer.poll(wait) else {
-                    break;
-                };
-                match polled {
-                    Ok(m) => {
-                        if m.partition() != partition {
-                            continue;
-                        }
-                        let offset = m.offset();
-                        if offset >= end {
-                            out.data_end =
-                                Some(out.data_end.map_or(offset + 1, |d| d.max(offset + 1)));
-                            break;
-                        }
-                        out.offsets.append_value(offset);
-                        out.stamps
-                            .append_value(m.timestamp().to_millis().unwrap_or(-1));
-                        match m.key() {
-                            Some(k) => out.keys.append_value(k),
-                            None => out.keys.append_null(),
-                        }
-                        match m.payload() {
-                            Some(v) => out.values.append_value(v),
-                            None => out.values.append_null(),
-                        }
-                        out.data_end = Some(offset + 1);
-                        count += 1;
-                        if offset + 1 >= end {
-                            break;
-                        }
-                    }
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        if p == partition {
-                            // the end offset librdkafka fetched up to (the last stable offset when read_committed)
-                            out.log_end = Some(cached_high_watermark(consumer, topic, p)?);
-                            break;
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-                if Instant::now() >= deadline && count > 0 {
-                    break;
-                }
-            }
-            Ok(out)
-        });
-        let fetched = fetched.map_err(|e| kafka_error(&e))?;
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("the reader is closed"))?;
+        let fetched = py.allow_threads(|| consume(queue, partition, end, max_records, timeout_ms));
+        let fetched = fetched.map_err(PyRuntimeError::new_err)?;
         let (data_end, log_end) = (fetched.data_end, fetched.log_end);
         let batch = if fetched.offsets.len() > 0 {
             Some(fetched.into_batch(partition))
         } else {
             None
         };
-        // a record at or past `end` ends the range as well: report where data stopped, not that record
         Ok((batch, data_end, log_end))
     }
 
@@ -300,8 +316,12 @@ impl Reader {
 
     /// Leave and release the consumer (idempotent).
     fn close(&mut self, py: Python<'_>) {
+        let queue = self.queue.take();
         if let Some(consumer) = self.consumer.take() {
-            py.allow_threads(move || drop(consumer));
+            py.allow_threads(move || {
+                drop(queue);
+                drop(consumer)
+            });
         }
     }
 }
