@@ -26,7 +26,7 @@ from recovery.kafka.clients import bootstrap_timeout_s, stall_error
 from recovery.kafka.confluent import STALL_S, librdkafka_config
 from recovery.source import KafkaSource
 
-FETCH_RECORDS = 65_536  # records per compiled fetch call (the batch frame is sliced to batch_records)
+FETCH_RECORDS = 65_536  # records per compiled fetch call at the most (and no more than batch_records)
 FETCH_TIMEOUT_MS = 100
 
 
@@ -104,7 +104,7 @@ class NativeReader:
             while position < end:
                 try:
                     batch, data_end, log_end = self._reader.fetch(
-                        partition, end, min(FETCH_RECORDS, end - position), FETCH_TIMEOUT_MS
+                        partition, end, min(FETCH_RECORDS, batch_records, end - position), FETCH_TIMEOUT_MS
                     )
                 except RuntimeError as exc:
                     self._failed(exc, f"replaying {where}")
