@@ -19,7 +19,20 @@ help: ## show this help
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast,native]'
+	@touch $@
+
+# The compiled reader (native/: Rust, pyo3, librdkafka built from source by the rdkafka crate) installed into the
+# venv as the recovery_native module; rebuilt when its sources change. CARGO_BUILD_JOBS bounds the build's cores.
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+CARGO_BUILD_JOBS ?= 2
+
+$(VENV)/.native: $(VENV)/.installed $(NATIVE_SOURCES)
+	@command -v cargo >/dev/null || { echo "cargo is needed to build native/ (https://rustup.rs)"; exit 1; }
+	rm -rf native/target/wheels
+	CARGO_BUILD_JOBS=$(CARGO_BUILD_JOBS) $(BIN)/maturin build -q --release --locked -m native/Cargo.toml \
+	  -i $(PY) -o native/target/wheels --compatibility linux
+	$(PY) -m pip install -q --no-deps --force-reinstall native/target/wheels/recovery_native-*.whl
 	@touch $@
 
 QUIX_VENV := examples/quix-streams/.venv
@@ -52,7 +65,7 @@ $(KSTREAMS_JAR): examples/kafka-streams/pom.xml $(shell find examples/kafka-stre
 	mvn -q -B -f examples/kafka-streams/pom.xml package
 	@touch $@
 
-setup: $(VENV)/.installed $(QUIX_VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, Kafka jars, a local Schema Registry, the example pipelines (Kafka Streams, Quix Streams), Chromium (idempotent)
+setup: $(VENV)/.installed $(VENV)/.native $(QUIX_VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, the compiled reader (native/, needs cargo), Kafka jars, a local Schema Registry, the example pipelines (Kafka Streams, Quix Streams), Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi

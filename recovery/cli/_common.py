@@ -61,8 +61,9 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
         "--client",
         choices=CLIENTS,
         default=DEFAULT_CLIENT,
-        help=f"Kafka client that reads (default {DEFAULT_CLIENT}: confluent (librdkafka) when confluent-kafka is "
-        "installed, else kafka-python)",
+        help=f"Kafka client that reads (default {DEFAULT_CLIENT}: native (the compiled Arrow reader) when it is "
+        "built and the connection is plaintext, else confluent (librdkafka) when confluent-kafka is installed, "
+        "else kafka-python)",
     )
     parser.add_argument(
         "--time-basis",

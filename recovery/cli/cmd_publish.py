@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
         choices=CLIENTS,
         default=DEFAULT_CLIENT,
         help=f"Kafka client that publishes and reads back (default {DEFAULT_CLIENT}: confluent (librdkafka) when "
-        "confluent-kafka is installed, else kafka-python)",
+        "confluent-kafka is installed, else kafka-python; native publishes through confluent)",
     )
     p.set_defaults(func=run)
 

@@ -3,7 +3,10 @@
 - ``confluent`` (:mod:`recovery.kafka.confluent`): librdkafka, several times faster, needs the confluent-kafka
   package (``make setup`` installs it);
 - ``kafka-python`` (:mod:`recovery.kafka.kafka_python`): pure Python, always installed;
-- ``auto`` (the default): confluent when confluent-kafka can be imported, kafka-python otherwise.
+- ``native`` (:mod:`recovery.kafka.native`): a compiled reader (``make setup`` builds it) that lands records in
+  Arrow columns with no Python object per record; it publishes through the confluent producer;
+- ``auto`` (the default): native when the extension imports and the connection is plaintext, else confluent
+  when confluent-kafka can be imported, kafka-python otherwise.
 
 A :class:`RecordReader` reads offset ranges of single partitions into RECORDS frames; a :class:`TxProducer`
 publishes in Kafka transactions. Both clients read and write the same records, so results do not depend on the
@@ -22,12 +25,14 @@ from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
 from recovery.kafka.confluent import ConfluentReader, ConfluentTx
 from recovery.kafka.kafka_python import KafkaPythonReader, KafkaPythonTx
+from recovery.kafka.native import NativeReader, native_available, supports
 from recovery.source import KafkaSource
 
 AUTO = "auto"
 KAFKA_PYTHON = "kafka-python"
 CONFLUENT = "confluent"
-CLIENTS: tuple[str, ...] = (AUTO, KAFKA_PYTHON, CONFLUENT)
+NATIVE = "native"
+CLIENTS: tuple[str, ...] = (AUTO, KAFKA_PYTHON, CONFLUENT, NATIVE)
 DEFAULT_CLIENT = AUTO
 
 
@@ -79,6 +84,7 @@ class TxProducer(Protocol):
 _READERS: dict[str, Callable[[KafkaSource], RecordReader]] = {
     KAFKA_PYTHON: KafkaPythonReader,
     CONFLUENT: ConfluentReader,
+    NATIVE: NativeReader,
 }
 _PRODUCERS: dict[str, Callable[[KafkaSettings, str], TxProducer]] = {
     KAFKA_PYTHON: KafkaPythonTx,
@@ -95,12 +101,22 @@ def confluent_available() -> bool:
     return True
 
 
-def check_client(client: str) -> str:
-    """The client ``client`` names (``auto`` resolved) if it can be used here; :class:`ConfigError` otherwise."""
+def check_client(client: str, source: KafkaSource | None = None) -> str:
+    """The client ``client`` names (``auto`` resolved) if it can be used here; :class:`ConfigError` otherwise.
+
+    ``auto`` resolves to the native reader only for a ``source`` it can read (plaintext connection).
+    """
     if client not in CLIENTS:
         raise ConfigError(f"unknown client {client!r}", hint=f"use one of {', '.join(CLIENTS)}")
     if client == AUTO:
+        if source is not None and native_available() and supports(source):
+            return NATIVE
         return CONFLUENT if confluent_available() else KAFKA_PYTHON
+    if client == NATIVE and not native_available():
+        raise ConfigError(
+            "the native client needs the compiled extension recovery_native",
+            hint="build it with `make setup` (needs cargo), or use --client confluent",
+        )
     if client == CONFLUENT and not confluent_available():
         raise ConfigError(
             "the confluent client needs the confluent-kafka package",
@@ -111,9 +127,12 @@ def check_client(client: str) -> str:
 
 def kafka_reader(source: KafkaSource, client: str = DEFAULT_CLIENT) -> RecordReader:
     """A reader of ``source``'s topic through ``client`` (connected; closed by the caller)."""
-    return _READERS[check_client(client)](source)
+    return _READERS[check_client(client, source)](source)
 
 
 def transactional_producer(settings: KafkaSettings, transactional_id: str, client: str = DEFAULT_CLIENT) -> TxProducer:
     """A transactional producer with ``transactional_id`` through ``client`` (closed by the caller)."""
-    return _PRODUCERS[check_client(client)](settings, transactional_id)
+    name = check_client(client)
+    if name == NATIVE:  # the compiled client only reads
+        name = CONFLUENT if confluent_available() else KAFKA_PYTHON
+    return _PRODUCERS[name](settings, transactional_id)

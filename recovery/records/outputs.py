@@ -20,6 +20,7 @@ import polars as pl
 
 from recovery.frames import OUTPUTS, QUARANTINE, RECORDS, conform, empty
 from recovery.metrics.windows import LIVE_RESULTS
+from recovery.records.compiled import MATCHED, Template, template_columns
 from recovery.records.layout_outputs import OutputLayout
 from recovery.records.reasons import (
     BAD_JSON,
@@ -194,8 +195,34 @@ def _decode_fast(rows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([decoded, where], how="horizontal").select(*OUTPUTS.names(), "_row")
 
 
+# PLAIN_RE as a template of the compiled decoder (recovery.records.compiled), field for field
+PLAIN_TEMPLATE = Template(
+    literals=(*(f'{"{" if i == 0 else ","}"{name}":'.encode() for i, name in enumerate(FIELDS)), b"}"),
+    kinds=("str+", "str", "int", "int", "num?", "jint", "jint", "jint", "jint", "jstr"),
+    names=("_metric", "_key", "_window", "_time_ms", "_value", "", "", "", "", ""),
+)
+
+
 def _decode_plain(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(OUTPUTS + _row of the rows in the layout of :data:`PLAIN_RE`, read by regex passes; the other rows)."""
+    """(OUTPUTS + _row of the rows in the layout of :data:`PLAIN_RE`, read in one pass; the other rows)."""
+    compiled = template_columns(frame.get_column("value"), PLAIN_TEMPLATE)
+    if compiled is not None:
+        read = pl.all_horizontal(
+            pl.col(MATCHED),
+            pl.col("_window").is_not_null(),  # beyond 64 bits: judged per record
+            pl.col("_time_ms").is_not_null(),
+            pl.col("_value_plain"),  # null or finite, never the integer -0 (1e999: judged per record)
+        ).fill_null(False)
+        both = pl.concat([frame, compiled], how="horizontal").with_columns(read.alias("_read"))
+        read_rows = both.filter("_read").select(
+            *(pl.col(f"_{name}").alias(name) for name in ("key", "metric", "window", "time_ms", "value")),
+            "partition",
+            "offset",
+            "timestamp_ms",
+            "_row",
+        )
+        others = [both.filter(~pl.col(MATCHED)), both.filter(pl.col(MATCHED) & ~pl.col("_read"))]
+        return read_rows, pl.concat(others).select(frame.columns)
     plain = pl.col("text").str.contains(PLAIN_RE).fill_null(False)
     matched, rest = frame.filter(plain), frame.filter(~plain)
     fields = pl.col("text").str.extract_groups(PLAIN_FIELDS_RE)

@@ -20,6 +20,7 @@ import polars as pl
 from recovery.errors import DataError
 from recovery.formats import EventsSpec
 from recovery.frames import EVENTS, QUARANTINE, RECORDS, conform, empty, events_schema
+from recovery.records.compiled import MATCHED, Template, template_columns
 from recovery.records.events import as_fields, parse_event
 from recovery.records.reasons import display_value, reason_category
 from recovery.spec import FieldsSpec, PipelineSpec
@@ -96,8 +97,27 @@ def canonical_event_re(fields: FieldsSpec) -> str:
     return rf"^\{{{','.join(members)}\}}$"
 
 
+_TEMPLATE_KINDS = {"string": "str", "int": "int", "number": "num+"}  # the same fields as _CAPTURES
+
+
+def canonical_event_template(fields: FieldsSpec) -> Template:
+    """:func:`canonical_event_re` as a template of the compiled decoder (:mod:`recovery.records.compiled`)."""
+    names = _json_names(fields)
+    literals = [("{" if i == 0 else ",") + json.dumps(names[c]) + ":" for i, c in enumerate(_KINDS)]
+    return Template(
+        literals=(*(lit.encode() for lit in literals), b"}"),
+        kinds=tuple(_TEMPLATE_KINDS[kind] for kind in _KINDS.values()),
+        names=tuple(f"_{c}" for c in _KINDS),
+    )
+
+
 def _canonical_decode(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows in the canonical layout with their ``_<column>`` values, the other rows)."""
+    compiled = template_columns(rows.get_column("value"), canonical_event_template(fields))
+    if compiled is not None:
+        both = pl.concat([rows, compiled], how="horizontal")
+        matched = pl.col(MATCHED)
+        return both.filter(matched).drop(MATCHED), both.filter(~matched).select(rows.columns)
     groups = pl.col("_text").str.extract_groups(canonical_event_re(fields))
     decoded = rows.with_columns(groups.alias("_groups")).unnest("_groups")
     matched = pl.col("1").is_not_null()

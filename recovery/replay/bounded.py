@@ -325,7 +325,8 @@ def replay(
     unless ``lookback_ms`` / ``lookback_events`` are given. Returns a RECORDS frame (``records``), or writes
     Parquet parts to ``out_dir`` when given (bounded memory), plus the snapshot for the manifest.
     Consumer-group mode (several processes sharing the partitions) is :func:`recovery.replay.group.replay_group`.
-    ``client`` picks the Kafka client that reads (:mod:`recovery.kafka.client`: kafka-python or confluent).
+    ``client`` picks the Kafka client that reads (:mod:`recovery.kafka.client`: kafka-python, confluent
+    or native).
     """
     check_client(client)
     if workers < 1:

@@ -27,7 +27,7 @@ def test_environment_yml_names_the_same_packages_as_pyproject() -> None:
         declared |= {normalise(r) for r in extra}
     env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
     conda = {normalise(d) for d in env["dependencies"] if isinstance(d, str)}
-    non_python = {"python", "openjdk", "maven", "pip", "openssl"}
+    non_python = {"python", "openjdk", "maven", "pip", "openssl", "rust", "c-compiler", "make"}
     assert declared == conda - non_python
     assert non_python <= conda
 

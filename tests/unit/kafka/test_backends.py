@@ -14,25 +14,52 @@ from recovery.frames import RECORDS
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT, check_client
 from recovery.kafka.clients import records_frame
 from recovery.kafka.confluent import librdkafka_config
+from recovery.source import KafkaSource
+
+PLAINTEXT = KafkaSource("events", KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+SASL = KafkaSource(
+    "events",
+    KafkaSettings(
+        bootstrap_servers="127.0.0.1:9093",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="alice",
+        sasl_password=Secret("s3cret"),
+    ),
+)
 
 
-def test_auto_is_the_default_client_and_takes_librdkafka_when_it_is_installed() -> None:
+def test_auto_is_the_default_client_and_takes_the_native_reader_when_it_is_built() -> None:
     assert DEFAULT_CLIENT == "auto"
-    assert CLIENTS == ("auto", "kafka-python", "confluent")
+    assert CLIENTS == ("auto", "kafka-python", "confluent", "native")
     assert check_client("kafka-python") == "kafka-python"
     assert check_client("confluent") == "confluent"
-    assert check_client("auto") == "confluent"  # make setup installs confluent-kafka
+    assert check_client("native") == "native"  # make setup builds the extension
+    assert check_client("auto", PLAINTEXT) == "native"
+    assert check_client("auto") == "confluent"  # no source: a producer, which the native client has not
+
+
+def test_auto_reads_sasl_and_tls_sources_with_librdkafka_through_confluent() -> None:
+    assert check_client("auto", SASL) == "confluent"
+
+
+def test_without_the_extension_auto_falls_back_and_native_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "recovery_native", None)  # import recovery_native now raises ImportError
+    assert check_client("auto", PLAINTEXT) == "confluent"
+    with pytest.raises(ConfigError, match="the native client needs the compiled extension recovery_native"):
+        check_client("native")
 
 
 def test_auto_falls_back_to_kafka_python_without_confluent_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import confluent_kafka now raises ImportError
-    assert check_client("auto") == "kafka-python"
+    monkeypatch.setitem(sys.modules, "recovery_native", None)
+    assert check_client("auto", PLAINTEXT) == "kafka-python"
     with pytest.raises(ConfigError, match="the confluent client needs the confluent-kafka package"):
         check_client("confluent")
 
 
 def test_unknown_client_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown client 'librdkafka'.*auto, kafka-python, confluent"):
+    with pytest.raises(ConfigError, match="unknown client 'librdkafka'.*auto, kafka-python, confluent, native"):
         check_client("librdkafka")
 
 

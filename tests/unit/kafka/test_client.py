@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -24,6 +25,7 @@ from recovery.kafka.clients import (
 )
 from recovery.kafka.confluent import ConfluentReader, ConfluentTx, connection_config, librdkafka_config
 from recovery.kafka.kafka_python import KafkaPythonReader, KafkaPythonTx
+from recovery.kafka.native import NativeReader
 from recovery.replay.readers import FileReader, reader_for
 from recovery.source import FileSource, KafkaSource
 
@@ -47,11 +49,18 @@ def fake_clients(monkeypatch: pytest.MonkeyPatch) -> dict[str, type]:
         monkeypatch.setitem(client._READERS, name, reader)
         monkeypatch.setitem(client._PRODUCERS, name, producer)
         classes[f"reader {name}"], classes[f"producer {name}"] = reader, producer
+    reader = type(f"Reader-{client.NATIVE}", (Built,), {})
+    monkeypatch.setitem(client._READERS, client.NATIVE, reader)
+    classes[f"reader {client.NATIVE}"] = reader
     return classes
 
 
 def test_every_client_has_a_reader_and_a_producer_of_its_module() -> None:
-    assert dict(client._READERS) == {"kafka-python": KafkaPythonReader, "confluent": ConfluentReader}
+    assert dict(client._READERS) == {
+        "kafka-python": KafkaPythonReader,
+        "confluent": ConfluentReader,
+        "native": NativeReader,
+    }
     assert dict(client._PRODUCERS) == {"kafka-python": KafkaPythonTx, "confluent": ConfluentTx}
 
 
@@ -66,16 +75,28 @@ def test_each_name_gives_its_reader_and_producer(name: str, fake_clients: dict[s
     assert producer.args == (SETTINGS, "tid-1")  # type: ignore[attr-defined]
 
 
-def test_the_default_client_is_librdkafka_when_installed(fake_clients: dict[str, type]) -> None:
-    assert type(client.kafka_reader(KafkaSource("events", SETTINGS))) is fake_clients["reader confluent"]
+def test_the_default_client_reads_natively_and_publishes_with_librdkafka(fake_clients: dict[str, type]) -> None:
+    assert type(client.kafka_reader(KafkaSource("events", SETTINGS))) is fake_clients["reader native"]
     assert type(client.transactional_producer(SETTINGS, "tid")) is fake_clients["producer confluent"]
+
+
+def test_the_native_client_publishes_through_the_confluent_producer(fake_clients: dict[str, type]) -> None:
+    assert type(client.kafka_reader(KafkaSource("events", SETTINGS), "native")) is fake_clients["reader native"]
+    assert type(client.transactional_producer(SETTINGS, "tid", "native")) is fake_clients["producer confluent"]
+
+
+def test_without_the_extension_the_default_client_is_librdkafka(
+    fake_clients: dict[str, type], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "recovery_native", None)  # import recovery_native now raises ImportError
+    assert type(client.kafka_reader(KafkaSource("events", SETTINGS))) is fake_clients["reader confluent"]
 
 
 @pytest.mark.parametrize("name", ["librdkafka", "", "Confluent"])
 def test_an_unknown_client_is_refused_before_anything_is_built(name: str, fake_clients: dict[str, type]) -> None:
     with pytest.raises(ConfigError, match=f"unknown client '{name}'") as raised:
         client.kafka_reader(KafkaSource("events", SETTINGS), name)
-    assert raised.value.hint == "use one of auto, kafka-python, confluent"
+    assert raised.value.hint == "use one of auto, kafka-python, confluent, native"
     with pytest.raises(ConfigError, match=f"unknown client '{name}'"):
         client.transactional_producer(SETTINGS, "tid", name)
 

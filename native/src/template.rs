@@ -1,0 +1,345 @@
+//! One pass over JSON records written in a fixed layout: literal text between typed fields.
+//!
+//! A template is `literals[0] kind[0] literals[1] kind[1] ... literals[n]`; a value matches when its bytes
+//! are valid UTF-8 and follow the template exactly. The kinds mirror the regular expressions of the Python
+//! decoders (records/validate.py, records/outputs.py), field for field:
+//!
+//! - `str`: `"([^"\\\x00-\x1f]*)"` (a string without escapes, captured), `str+` the same, non-empty;
+//! - `int`: `(-?(?:0|[1-9][0-9]*))` captured as Int64 (null when beyond 64 bits);
+//! - `num+`: `((?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)` captured as Float64;
+//! - `num?`: `(null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)` captured as Float64 (null for
+//!   `null`) plus a Boolean column `<name>_plain`: `null`, or a finite number other than the integer `-0`;
+//! - `jint`: `-?(?:0|[1-9][0-9]*)` and `jstr`: `"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"`,
+//!   checked, not captured.
+//!
+//! The scan is deterministic (no backtracking) because each literal after a field starts with a byte that
+//! cannot continue that field (`,` or `}` in every layout), which the constructor checks.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, StructArray};
+use arrow_schema::{DataType, Field, Fields};
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Kind {
+    Str,
+    StrNonEmpty,
+    Int,
+    NumNonNeg,
+    NumOrNull,
+    JsonInt,
+    JsonStr,
+}
+
+impl Kind {
+    pub fn parse(name: &str) -> Option<Kind> {
+        Some(match name {
+            "str" => Kind::Str,
+            "str+" => Kind::StrNonEmpty,
+            "int" => Kind::Int,
+            "num+" => Kind::NumNonNeg,
+            "num?" => Kind::NumOrNull,
+            "jint" => Kind::JsonInt,
+            "jstr" => Kind::JsonStr,
+            _ => return None,
+        })
+    }
+}
+
+pub struct Template {
+    literals: Vec<Vec<u8>>,
+    kinds: Vec<Kind>,
+    names: Vec<String>,
+}
+
+/// What one field of a value held.
+enum Got<'a> {
+    Text(&'a str),
+    Int(Option<i64>),
+    Num(Option<f64>, bool),
+    Checked,
+}
+
+struct Columns {
+    matched: BooleanBuilder,
+    builders: Vec<Builder>,
+}
+
+enum Builder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Num(Float64Builder),
+    NumOrNull(Float64Builder, BooleanBuilder),
+    None,
+}
+
+fn plain_char(b: u8) -> bool {
+    b != b'"' && b != b'\\' && b >= 0x20
+}
+
+fn digits(v: &[u8], mut i: usize) -> usize {
+    while i < v.len() && v[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// End of `-?(?:0|[1-9][0-9]*)` at `i` (None: no integer there).
+fn int_end(v: &[u8], i: usize, signed: bool) -> Option<usize> {
+    let mut j = i;
+    if signed && j < v.len() && v[j] == b'-' {
+        j += 1;
+    }
+    match v.get(j) {
+        Some(b'0') => Some(j + 1),
+        Some(b'1'..=b'9') => Some(digits(v, j + 1)),
+        _ => None,
+    }
+}
+
+/// End of a JSON number (integer part, optional fraction, optional exponent) at `i`.
+fn num_end(v: &[u8], i: usize, signed: bool) -> Option<usize> {
+    let mut j = int_end(v, i, signed)?;
+    if v.get(j) == Some(&b'.') {
+        let k = digits(v, j + 1);
+        if k == j + 1 {
+            return None;
+        }
+        j = k;
+    }
+    if matches!(v.get(j), Some(b'e') | Some(b'E')) {
+        let mut k = j + 1;
+        if matches!(v.get(k), Some(b'+') | Some(b'-')) {
+            k += 1;
+        }
+        let m = digits(v, k);
+        if m == k {
+            return None;
+        }
+        j = m;
+    }
+    Some(j)
+}
+
+/// End of a plain string `"..."` at `i` (no escapes, no control characters) and its contents.
+fn plain_str(v: &[u8], i: usize) -> Option<(usize, usize)> {
+    if v.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    while j < v.len() && plain_char(v[j]) {
+        j += 1;
+    }
+    if v.get(j) != Some(&b'"') {
+        return None;
+    }
+    Some((i + 1, j))
+}
+
+/// End of a JSON string with the escapes JSON allows at `i`.
+fn json_str_end(v: &[u8], i: usize) -> Option<usize> {
+    if v.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    loop {
+        match v.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => match v.get(j + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                b'u' => {
+                    let hex = v.get(j + 2..j + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    j += 6;
+                }
+                _ => return None,
+            },
+            &b if b < 0x20 => return None,
+            _ => j += 1,
+        }
+    }
+}
+
+impl Template {
+    pub fn new(
+        literals: Vec<Vec<u8>>,
+        kinds: Vec<Kind>,
+        names: Vec<String>,
+    ) -> Result<Template, String> {
+        if literals.len() != kinds.len() + 1 || names.len() != kinds.len() {
+            return Err(
+                "a template needs one literal more than kinds, and one name per kind".into(),
+            );
+        }
+        for lit in &literals[1..] {
+            match lit.first() {
+                Some(b',') | Some(b'}') => {}
+                _ => return Err("every literal after a field must start with ',' or '}'".into()),
+            }
+        }
+        Ok(Template {
+            literals,
+            kinds,
+            names,
+        })
+    }
+
+    fn columns(&self, capacity: usize) -> Columns {
+        let builders = self
+            .kinds
+            .iter()
+            .map(|k| match k {
+                Kind::Str | Kind::StrNonEmpty => {
+                    Builder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+                }
+                Kind::Int => Builder::Int(Int64Builder::with_capacity(capacity)),
+                Kind::NumNonNeg => Builder::Num(Float64Builder::with_capacity(capacity)),
+                Kind::NumOrNull => Builder::NumOrNull(
+                    Float64Builder::with_capacity(capacity),
+                    BooleanBuilder::with_capacity(capacity),
+                ),
+                Kind::JsonInt | Kind::JsonStr => Builder::None,
+            })
+            .collect();
+        Columns {
+            matched: BooleanBuilder::with_capacity(capacity),
+            builders,
+        }
+    }
+
+    /// The fields of `value` when it follows the template exactly.
+    fn scan<'a>(&self, value: &'a [u8], got: &mut Vec<Got<'a>>) -> bool {
+        got.clear();
+        let Ok(text) = std::str::from_utf8(value) else {
+            return false;
+        };
+        let v = text.as_bytes();
+        let mut i = 0usize;
+        for (n, kind) in self.kinds.iter().enumerate() {
+            let lit = &self.literals[n];
+            if !v[i..].starts_with(lit) {
+                return false;
+            }
+            i += lit.len();
+            match kind {
+                Kind::Str | Kind::StrNonEmpty => {
+                    let Some((a, b)) = plain_str(v, i) else {
+                        return false;
+                    };
+                    if *kind == Kind::StrNonEmpty && a == b {
+                        return false;
+                    }
+                    got.push(Got::Text(&text[a..b]));
+                    i = b + 1;
+                }
+                Kind::Int => {
+                    let Some(e) = int_end(v, i, true) else {
+                        return false;
+                    };
+                    got.push(Got::Int(text[i..e].parse::<i64>().ok()));
+                    i = e;
+                }
+                Kind::NumNonNeg => {
+                    let Some(e) = num_end(v, i, false) else {
+                        return false;
+                    };
+                    got.push(Got::Num(text[i..e].parse::<f64>().ok(), true));
+                    i = e;
+                }
+                Kind::NumOrNull => {
+                    if v[i..].starts_with(b"null") {
+                        got.push(Got::Num(None, true));
+                        i += 4;
+                    } else {
+                        let Some(e) = num_end(v, i, true) else {
+                            return false;
+                        };
+                        let x = text[i..e].parse::<f64>().ok();
+                        let plain = x.is_some_and(f64::is_finite) && &text[i..e] != "-0";
+                        got.push(Got::Num(x, plain));
+                        i = e;
+                    }
+                }
+                Kind::JsonInt => {
+                    let Some(e) = int_end(v, i, true) else {
+                        return false;
+                    };
+                    got.push(Got::Checked);
+                    i = e;
+                }
+                Kind::JsonStr => {
+                    let Some(e) = json_str_end(v, i) else {
+                        return false;
+                    };
+                    got.push(Got::Checked);
+                    i = e;
+                }
+            }
+        }
+        &v[i..] == self.literals[self.kinds.len()].as_slice()
+    }
+
+    /// A struct array: `matched` (Boolean) and one column per captured field (null where not matched).
+    pub fn decode<'a>(
+        &self,
+        values: impl Iterator<Item = Option<&'a [u8]>>,
+        capacity: usize,
+    ) -> StructArray {
+        let mut cols = self.columns(capacity);
+        let mut got = Vec::with_capacity(self.kinds.len());
+        for value in values {
+            let ok = value.is_some_and(|v| self.scan(v, &mut got));
+            cols.matched.append_value(ok);
+            for (n, b) in cols.builders.iter_mut().enumerate() {
+                let g = if ok { got.get(n) } else { None };
+                match (b, g) {
+                    (Builder::Str(s), Some(Got::Text(t))) => s.append_value(t),
+                    (Builder::Str(s), _) => s.append_null(),
+                    (Builder::Int(s), Some(Got::Int(x))) => s.append_option(*x),
+                    (Builder::Int(s), _) => s.append_null(),
+                    (Builder::Num(s), Some(Got::Num(x, _))) => s.append_option(*x),
+                    (Builder::Num(s), _) => s.append_null(),
+                    (Builder::NumOrNull(s, p), Some(Got::Num(x, plain))) => {
+                        s.append_option(*x);
+                        p.append_value(*plain);
+                    }
+                    (Builder::NumOrNull(s, p), _) => {
+                        s.append_null();
+                        p.append_null();
+                    }
+                    (Builder::None, _) => {}
+                }
+            }
+        }
+        let mut fields = vec![Field::new("matched", DataType::Boolean, false)];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(cols.matched.finish())];
+        for (n, b) in cols.builders.iter_mut().enumerate() {
+            let name = &self.names[n];
+            match b {
+                Builder::Str(s) => {
+                    fields.push(Field::new(name, DataType::Utf8, true));
+                    arrays.push(Arc::new(s.finish()));
+                }
+                Builder::Int(s) => {
+                    fields.push(Field::new(name, DataType::Int64, true));
+                    arrays.push(Arc::new(s.finish()));
+                }
+                Builder::Num(s) => {
+                    fields.push(Field::new(name, DataType::Float64, true));
+                    arrays.push(Arc::new(s.finish()));
+                }
+                Builder::NumOrNull(s, p) => {
+                    fields.push(Field::new(name, DataType::Float64, true));
+                    arrays.push(Arc::new(s.finish()));
+                    fields.push(Field::new(format!("{name}_plain"), DataType::Boolean, true));
+                    arrays.push(Arc::new(p.finish()));
+                }
+                Builder::None => {}
+            }
+        }
+        StructArray::new(Fields::from(fields), arrays, None)
+    }
+}
