@@ -7,6 +7,7 @@ time windows, and duplicates (a dropped copy and its kept copy in different chun
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,11 @@ def _resend_early_copies(settings: KafkaSettings, topic: str, *, partitions: int
         c.assign(tps)
         c.seek_to_beginning()
         early: list[Any] = []
-        while len(early) < partitions * count:
+        deadline = time.monotonic() + 60
+        while any(c.position(tp) < count for tp in tps) and time.monotonic() < deadline:
             for records in c.poll(timeout_ms=1_000).values():
                 early.extend(r for r in records if r.offset < count)
+    assert early, f"no early records of {topic} to re-send"
     with producer(settings) as p:
         for r in early:
             p.send(topic, key=r.key, value=r.value, timestamp_ms=r.timestamp, partition=r.partition)
