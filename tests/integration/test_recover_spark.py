@@ -108,7 +108,7 @@ def test_spark_in_small_chunks_gives_the_fix_set_of_the_per_partition_engine_on_
     chunk_of = lambda column: (pl.col(column) - pl.col("_start")) // CHUNK  # noqa: E731
     duplicates = on_spark.truth.events.duplicates.join(starts, on="partition")
     assert duplicates.filter(chunk_of("offset") != chunk_of("kept_offset")).height > 0
-    assert all(r.end - r.start > 3 * CHUNK for r in reads.values())
+    assert max(r.end - r.start for r in reads.values()) > 3 * CHUNK  # keys are not spread evenly over partitions
     assert {p: (r.start, r.end, r.records) for p, r in reads.items()} == {
         p: (r.start, r.end, r.records) for p, r in parts.truth.replay.reads.items()
     }
