@@ -19,7 +19,7 @@ help: ## show this help
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast,spark]'
 	@touch $@
 
 QUIX_VENV := examples/quix-streams/.venv
