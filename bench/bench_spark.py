@@ -91,6 +91,9 @@ def measure(params: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
             result.update(json.loads(line[len(RESULT_PREFIX) :]))
     if proc.returncode != 0:
         result["error"] = (stderr or stdout).strip().splitlines()[-3:]
+        log = Path(params["out"]).with_suffix(".stderr")
+        log.write_text(stderr)
+        print(f"failed: {' '.join(result['error'])[-300:]} (its stderr: {log})", flush=True)
     result.update(process_s=time.monotonic() - started, cpu_s=sampler.cpu_s, peak_rss_mb=sampler.peak / 2**20)
     return result
 
@@ -135,6 +138,7 @@ def child(params: dict[str, Any]) -> None:
     event_dir = out.parent / f"{out.name}-events"
     if params["engine"] == "spark":
         argv += ["--spark-master", params["master"], "--chunk-records", str(params["chunk_records"])]
+        argv += ["--spark-driver-memory", params.get("driver_memory", "1g")]
         shutil.rmtree(event_dir, ignore_errors=True)
         event_dir.mkdir(parents=True)
         os.environ["PYSPARK_SUBMIT_ARGS"] = (
@@ -269,6 +273,8 @@ def main() -> int:
     parser.add_argument("--scaling", default="1m", help="scenario of the scaling table ('' = none)")
     parser.add_argument("--chunks", default="1,2,4,8", help="chunks per partition of the scaling table")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="1g", help="--spark-driver-memory of every Spark run")
+    parser.add_argument("--engine-list", default="by-partition,spark", help="engines of the engine comparison")
     parser.add_argument("--chunk-records", type=int, default=1_000_000, help="chunk size of the engine comparison")
     parser.add_argument("--project", default="8,32,128", help="executor counts of the projection")
     parser.add_argument("--work", default="/tmp/bench-spark-work")
@@ -305,6 +311,7 @@ def main() -> int:
         info = load(sc, settings, sc.spec(base))
         spec = str(write_spec(sc, work / sc.name / "spec.toml"))
         common = {"spec": spec, "from_ms": sc.from_ms, "to_ms": sc.to_ms, "master": args.master}
+        common["driver_memory"] = args.driver_memory
         info["raw"], info["outputs"] = end_offsets(settings, sc.raw_topic), end_offsets(settings, sc.output_topic)
         return sc, {**common, "info": info}
 
@@ -353,7 +360,7 @@ def main() -> int:
             info = common.pop("info")
             records = info["raw_records"] + info["output_records"]
             rows = []
-            for engine in ("by-partition", "spark"):
+            for engine in args.engine_list.split(","):
                 params = {**common, "engine": engine, "chunk_records": args.chunk_records}
                 print(f"{sc.name}: recover --engine {engine}", flush=True)
                 rows.append((engine, measure({**params, "out": str(work / sc.name / engine)}, env)))

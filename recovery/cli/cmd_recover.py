@@ -9,7 +9,7 @@ from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_
 from recovery.config import KafkaSettings
 from recovery.pipeline.recover import AUTO, ENGINES, SPARK, recover
 from recovery.spark.chunks import DEFAULT_CHUNK_RECORDS
-from recovery.spark.session import DEFAULT_MASTER, SparkOptions
+from recovery.spark.session import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, SparkOptions
 from recovery.spec import load_spec
 
 EPILOG = """\
@@ -53,6 +53,12 @@ def register(sub: Any) -> None:
         help=f"--engine spark: local[N], spark://HOST:PORT, yarn or k8s://... (default {DEFAULT_MASTER})",
     )
     p.add_argument(
+        "--spark-driver-memory",
+        default=DEFAULT_DRIVER_MEMORY,
+        metavar="SIZE",
+        help=f"--engine spark: the driver's heap; in local[N] the tasks' too (default {DEFAULT_DRIVER_MEMORY})",
+    )
+    p.add_argument(
         "--chunk-records",
         type=int,
         default=DEFAULT_CHUNK_RECORDS,
@@ -87,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         client=args.client,
         time_basis=args.time_basis,
         engine=args.engine,
-        spark=SparkOptions(args.spark_master, args.chunk_records) if args.engine == SPARK else None,
+        spark=SparkOptions(args.spark_master, args.chunk_records, args.spark_driver_memory)
+        if args.engine == SPARK
+        else None,
     )
     for line in report.lines():
         print(line)

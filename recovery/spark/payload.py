@@ -19,7 +19,7 @@ from recovery.frames import empty
 
 ROW_SCHEMA = "kind string, partition int, bucket int, payload binary"
 ROW_COLUMNS = ("kind", "partition", "bucket", "payload")
-SLICE_ROWS = 200_000  # rows of a frame per payload: keeps each Spark row well below its size limits
+SLICE_ROWS = 50_000  # rows of a frame per payload: a few MB per Spark row, so buffers and cached batches stay small
 
 Row = tuple[str, int, int, bytes]
 

@@ -112,6 +112,9 @@ def open_session(options: SparkOptions) -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "false")  # one shuffle partition per key group, as planned
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")  # rows carry whole frames
+        # a cached batch of the persisted chunk rows holds this many payloads (the default, 10,000, would put
+        # a whole chunk's events in one buffer of the JVM's heap)
+        .config("spark.sql.inMemoryColumnarStorage.batchSize", "16")
         .config("spark.driver.maxResultSize", "0")
     )
     try:
