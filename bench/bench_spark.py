@@ -138,7 +138,7 @@ def child(params: dict[str, Any]) -> None:
     event_dir = out.parent / f"{out.name}-events"
     if params["engine"] == "spark":
         argv += ["--spark-master", params["master"], "--chunk-records", str(params["chunk_records"])]
-        argv += ["--spark-driver-memory", params.get("driver_memory", "1g")]
+        argv += ["--spark-driver-memory", params.get("driver_memory", "2g")]
         shutil.rmtree(event_dir, ignore_errors=True)
         event_dir.mkdir(parents=True)
         os.environ["PYSPARK_SUBMIT_ARGS"] = (
@@ -273,7 +273,7 @@ def main() -> int:
     parser.add_argument("--scaling", default="1m", help="scenario of the scaling table ('' = none)")
     parser.add_argument("--chunks", default="1,2,4,8", help="chunks per partition of the scaling table")
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="1g", help="--spark-driver-memory of every Spark run")
+    parser.add_argument("--driver-memory", default="2g", help="--spark-driver-memory of every Spark run")
     parser.add_argument("--engine-list", default="by-partition,spark", help="engines of the engine comparison")
     parser.add_argument("--chunk-records", type=int, default=1_000_000, help="chunk size of the engine comparison")
     parser.add_argument("--project", default="8,32,128", help="executor counts of the projection")
