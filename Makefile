@@ -19,7 +19,7 @@ help: ## show this help
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast,native]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,fast,native,spark]'
 	@touch $@
 
 # The compiled reader (native/: Rust, pyo3, librdkafka built from source by the rdkafka crate) installed into the
@@ -48,6 +48,11 @@ kafka/lib/.installed: kafka/pom.xml
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
 	@touch $@
 
+spark/lib/.installed: spark/pom.xml
+	rm -rf spark/lib
+	mvn -q -B -f spark/pom.xml dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
+	@touch $@
+
 registry/target/.installed: registry/pom.xml registry/src/main/java/io/recovery/registry/PropertyList.java
 	mvn -q -B -f registry/pom.xml package -DskipTests
 	@touch $@
@@ -65,7 +70,7 @@ $(KSTREAMS_JAR): examples/kafka-streams/pom.xml $(shell find examples/kafka-stre
 	mvn -q -B -f examples/kafka-streams/pom.xml package
 	@touch $@
 
-setup: $(VENV)/.installed $(VENV)/.native $(QUIX_VENV)/.installed kafka/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, the compiled reader (native/, needs cargo), Kafka jars, a local Schema Registry, the example pipelines (Kafka Streams, Quix Streams), Chromium (idempotent)
+setup: $(VENV)/.installed $(VENV)/.native $(QUIX_VENV)/.installed kafka/lib/.installed spark/lib/.installed registry/target/.installed $(KSTREAMS_JAR) chromium ## venv with locked packages, the compiled reader (native/, needs cargo), Kafka jars, Spark's Kafka connector jars, a local Schema Registry, the example pipelines (Kafka Streams, Quix Streams), Chromium (idempotent)
 
 kafka-up: setup ## start the local Kafka broker on its existing data (formats only empty storage); SASL=1 adds a SCRAM-SHA-512 listener and ACLs
 	@if [ -n "$$KAFKA_BOOTSTRAP_SERVERS" ]; then echo "KAFKA_BOOTSTRAP_SERVERS is set: using $$KAFKA_BOOTSTRAP_SERVERS, starting nothing"; else $(RECOVERY) kafka up $(if $(SASL),--sasl); fi

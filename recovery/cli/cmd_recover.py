@@ -7,12 +7,16 @@ from typing import Any
 
 from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
 from recovery.config import KafkaSettings
-from recovery.pipeline.recover import AUTO, ENGINES, recover
+from recovery.pipeline.recover import AUTO, ENGINES, SPARK, recover
+from recovery.spark.chunks import DEFAULT_CHUNK_RECORDS
+from recovery.spark.session import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, SparkOptions
 from recovery.spec import load_spec
 
 EPILOG = """\
 examples:
   recovery recover --spec pipeline.toml --from 2026-01-01T10:00 --to 2026-01-01T11:00 --out fixes/inc-1
+  recovery recover --spec pipeline.toml --from 2026-01-01T10:00 --to 2026-01-01T11:00 --out fixes/inc-1 \\
+      --engine spark --spark-master local[2]
   recovery recover --spec pipeline.toml --from 2026-01-01T10:00Z --to 2026-01-01T11:00Z --incident INC-42 \\
       --source-raw archive/raw --source-outputs archive/outputs --out fixes/inc-42
 then: recovery approve fixes/inc-1 --reviewer NAME && recovery publish fixes/inc-1
@@ -39,7 +43,27 @@ def register(sub: Any) -> None:
         choices=ENGINES,
         default=AUTO,
         help="auto (default): partition by partition (bounded memory, every step in parallel with --workers), "
-        "in memory when the topics are not partitioned alike by key; by-partition refuses that fallback",
+        "in memory when the topics are not partitioned alike by key; by-partition refuses that fallback; "
+        "spark runs the same steps as Spark tasks in offset chunks (same fix set), see docs/spark.md",
+    )
+    p.add_argument(
+        "--spark-master",
+        default=DEFAULT_MASTER,
+        metavar="URL",
+        help=f"--engine spark: local[N], spark://HOST:PORT, yarn or k8s://... (default {DEFAULT_MASTER})",
+    )
+    p.add_argument(
+        "--spark-driver-memory",
+        default=DEFAULT_DRIVER_MEMORY,
+        metavar="SIZE",
+        help=f"--engine spark: the driver's heap; in local[N] the tasks' too (default {DEFAULT_DRIVER_MEMORY})",
+    )
+    p.add_argument(
+        "--chunk-records",
+        type=int,
+        default=DEFAULT_CHUNK_RECORDS,
+        metavar="N",
+        help=f"--engine spark: offsets one task reads; larger partitions are split (default {DEFAULT_CHUNK_RECORDS:,})",
     )
     add_sources(p)
     add_tolerances(p)
@@ -69,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         client=args.client,
         time_basis=args.time_basis,
         engine=args.engine,
+        spark=SparkOptions(args.spark_master, args.chunk_records, args.spark_driver_memory)
+        if args.engine == SPARK
+        else None,
     )
     for line in report.lines():
         print(line)

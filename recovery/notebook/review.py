@@ -25,7 +25,9 @@ from recovery.notebook.explore import Case, Text, figures, resolve_path
 from recovery.notebook.tables import readable_results
 from recovery.notebook.timefmt import format_seconds
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
-from recovery.pipeline.recover import BY_PARTITION, RecoveryReport, recover
+from recovery.pipeline.recover import AUTO, BY_PARTITION, SPARK, RecoveryReport, recover
+from recovery.spark.chunks import DEFAULT_CHUNK_RECORDS
+from recovery.spark.session import DEFAULT_MASTER, SparkOptions
 from recovery.timerange import format_ms
 
 TIMED_STEPS: tuple[str, ...] = ("truth", "originals", "compare", "write")
@@ -43,8 +45,16 @@ def recover_case(
     abs_tol: float = DEFAULT_ABS_TOL,
     rel_tol: float = DEFAULT_REL_TOL,
     emulate_grace: bool = False,
+    engine: str = AUTO,
+    spark_master: str = DEFAULT_MASTER,
+    spark_chunk_records: int = DEFAULT_CHUNK_RECORDS,
 ) -> RecoveryReport:
-    """Recompute the case's range, compare it with the original outputs and write the fix set."""
+    """Recompute the case's range, compare it with the original outputs and write the fix set.
+
+    ``engine`` as ``recovery recover --engine``; with ``spark``, ``spark_master`` and ``spark_chunk_records``
+    say where the tasks run and how many offsets each reads (docs/spark.md).
+    """
+    spark = SparkOptions(spark_master, spark_chunk_records) if engine == SPARK else None
     return recover(
         case.spec,
         case.from_ms,
@@ -56,6 +66,8 @@ def recover_case(
         rel_tol=rel_tol,
         emulate_grace=emulate_grace,
         overwrite=overwrite,
+        engine=engine,
+        spark=spark,
     )
 
 
@@ -98,6 +110,7 @@ def recovery_results(report: RecoveryReport, case: Case) -> dict[str, Any]:
         "incident": case.incident,
         "fixset": str(report.path) if report.path else None,
         "digest": report.fixset.digest,
+        "engine": report.engine,
         "counts": counts,
         "discrepancies": report.summary.discrepancies,
         "corrections": report.fixset.corrections.height,

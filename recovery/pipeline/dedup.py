@@ -247,6 +247,11 @@ class KeyGroupDedup:
             self.event_count += unique.height
             yield order_by_event_time(unique)
 
+    def marks(self) -> pl.DataFrame:
+        """Per unique event so far: partition, out of order (``_ooo``), lateness (``_late``); for
+        :func:`partition_stats` over groups that ran apart (on Spark, a partition's key buckets)."""
+        return concat_or_empty(self._marks, _MARKS)
+
     def result(self, *, events: pl.DataFrame | None = None) -> DedupResult:
         """Duplicates, gaps and quality of every group; ``events`` to keep, or None (event_count tells)."""
         duplicates = concat_or_empty(self._duplicates, DUPLICATES)
@@ -255,12 +260,22 @@ class KeyGroupDedup:
             duplicates = duplicates.sort("partition", "offset")
             gaps = gaps.sort("key", "from_seq")
         by_key = concat_or_empty(self._by_key, KEY_STATS).sort("key")
-        marks = concat_or_empty(self._marks, pl.Schema({"partition": pl.Int32, "_ooo": pl.Boolean, "_late": pl.Int64}))
+        marks = self.marks()
         homes = concat_or_empty(self._homes, pl.Schema({"key": pl.String, "partition": pl.Int32}))
         by_partition = _stats(marks, duplicates, gaps, "partition", homes)
         if events is not None:
             return DedupResult(events, duplicates, gaps, by_key, by_partition)
         return DedupResult(empty(self.schema), duplicates, gaps, by_key, by_partition, self.event_count)
+
+
+_MARKS = pl.Schema({"partition": pl.Int32, "_ooo": pl.Boolean, "_late": pl.Int64})
+
+
+def partition_stats(
+    marks: pl.DataFrame, duplicates: pl.DataFrame, gaps: pl.DataFrame, homes: pl.DataFrame
+) -> pl.DataFrame:
+    """PARTITION_STATS from the :meth:`KeyGroupDedup.marks` of groups that ran apart; ``homes``: (key, partition)."""
+    return _stats(marks, duplicates, gaps, "partition", homes)
 
 
 def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | None:

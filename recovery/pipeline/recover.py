@@ -30,6 +30,7 @@ from recovery.pipeline.compare import (
     summarize,
     summarize_counts,
 )
+from recovery.pipeline.on_spark import SPARK, recover_on_spark
 from recovery.pipeline.partitioned import (
     PartitionedRecovery,
     Unpaired,
@@ -55,13 +56,15 @@ from recovery.pipeline.timebasis import check_compared
 from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult
 from recovery.replay.plan import KAFKA_TIME, check_time_basis
 from recovery.source import Source
+from recovery.spark.session import SparkOptions
 from recovery.spec import PipelineSpec
 from recovery.timerange import TimeRange, format_ms, parse_time_ms
 
 IN_MEMORY = "in-memory"
 BY_PARTITION = "by-partition"
 AUTO = "auto"
-ENGINES: tuple[str, ...] = (AUTO, BY_PARTITION, IN_MEMORY)
+ENGINES: tuple[str, ...] = (AUTO, BY_PARTITION, IN_MEMORY, SPARK)
+BY_KEY_ENGINES = (BY_PARTITION, SPARK)  # they need keys partitioned alike in both topics, and refuse otherwise
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class RecoverOptions:
     client: str = DEFAULT_CLIENT
     engine: str = AUTO
     time_basis: str = KAFKA_TIME  # "event": whole partitions by offset, events judged by event time
+    spark: SparkOptions | None = None  # engine "spark": the master and the chunk size (defaults when None)
 
     def __post_init__(self) -> None:
         check_tolerances(self.abs_tol, self.rel_tol)
@@ -265,26 +269,27 @@ def _by_partition(
     timings: dict[str, float],
     work_dir: Path,
 ) -> tuple[EngineResult | None, str | None]:
-    """The per-partition recovery, or (None, why) when the topics are not partitioned alike by key."""
+    """The per-partition recovery (here, or on Spark), or (None, why) when the topics are not partitioned alike."""
     mark = time.monotonic()
+    shared: dict[str, Any] = {
+        "raw_source": raw,
+        "outputs_source": out,
+        "outputs_slack_ms": outputs_slack_ms(spec, opts.slack_ms),
+        "work_dir": work_dir,
+        "slack_ms": opts.slack_ms,
+        "emulate_grace": opts.emulate_grace,
+        "abs_tol": opts.abs_tol,
+        "rel_tol": opts.rel_tol,
+        "client": opts.client,
+        "time_basis": opts.time_basis,
+    }
     try:
-        found, why = recover_partitions(
-            spec,
-            rng.from_ms,
-            rng.to_ms,
-            raw_source=raw,
-            outputs_source=out,
-            outputs_slack_ms=outputs_slack_ms(spec, opts.slack_ms),
-            work_dir=work_dir,
-            workers=opts.workers,
-            slack_ms=opts.slack_ms,
-            emulate_grace=opts.emulate_grace,
-            abs_tol=opts.abs_tol,
-            rel_tol=opts.rel_tol,
-            quiet=opts.quiet,
-            client=opts.client,
-            time_basis=opts.time_basis,
-        )
+        if opts.engine == SPARK:
+            found, why = recover_on_spark(spec, rng.from_ms, rng.to_ms, options=opts.spark, **shared)
+        else:
+            found, why = recover_partitions(
+                spec, rng.from_ms, rng.to_ms, workers=opts.workers, quiet=opts.quiet, **shared
+            )
     except Unpaired as exc:
         return None, str(exc)
     timings["partitions"] = time.monotonic() - mark
@@ -314,7 +319,7 @@ def _by_partition(
             summary=summary,
             corrections=found.corrections,
             counts=counts,
-            engine=BY_PARTITION,
+            engine=SPARK if opts.engine == SPARK else BY_PARTITION,
             notes=notes,
             owner=found,
         ),
@@ -351,18 +356,21 @@ def recover(
     client: str = DEFAULT_CLIENT,
     engine: str = AUTO,
     time_basis: str = KAFKA_TIME,
+    spark: SparkOptions | None = None,
 ) -> RecoveryReport:
     """Recover ``[from_ms, to_ms)``: truth vs the original outputs, classified, as a fix set in ``out_dir``.
 
     Times are epoch milliseconds or ISO-8601 strings (UTC when no zone is given). ``engine``: ``auto`` (the
     default) recovers partition by partition (:mod:`recovery.pipeline.partitioned`: bounded memory, every step in
     parallel) and falls back to ``in-memory`` when the topics are not partitioned alike by key;
-    ``by-partition`` refuses that fallback. Both give the same fix set and digest. ``time_basis``: ``kafka``
+    ``by-partition`` refuses that fallback; ``spark`` runs the per-partition steps as Spark tasks in offset
+    chunks (:mod:`recovery.pipeline.on_spark`; ``spark``: master and chunk size) and refuses it too. All give
+    the same fix set and digest. ``time_basis``: ``kafka``
     (the default) finds the range by Kafka timestamp; ``event`` reads whole partitions by offset (bounded by the
     end offsets snapshotted at the start) and judges events by their event time only.
     """
     rng = checked_range(parse_time_ms(from_ms, name="from"), parse_time_ms(to_ms, name="to"), now=now)
-    opts = RecoverOptions(workers, slack_ms, abs_tol, rel_tol, emulate_grace, quiet, client, engine, time_basis)
+    opts = RecoverOptions(workers, slack_ms, abs_tol, rel_tol, emulate_grace, quiet, client, engine, time_basis, spark)
     if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:
         raise DataError(
             f"{str(out_dir)!r} already exists and is not empty",
@@ -385,16 +393,16 @@ def recover(
             raise
         if found is None:
             shutil.rmtree(work_dir, ignore_errors=True)
-            if engine == BY_PARTITION:
+            if engine in BY_KEY_ENGINES:
                 raise ConfigError(
-                    f"cannot recover partition by partition: {why}",
+                    f"cannot recover partition by partition{' on Spark' if engine == SPARK else ''}: {why}",
                     hint="use --engine in-memory (or auto), which makes no assumption about partitioning",
                 )
             notes.append(f"recovered in memory: {why}")
         else:
             assert found.owner is not None
             remove_when_unused(found.owner, work_dir)
-    elif engine == BY_PARTITION:
+    elif engine in BY_KEY_ENGINES:
         raise ConfigError(
             "cannot recover partition by partition: one side is an archive and the other a topic",
             hint="export both (recovery export) or read both from Kafka, or use --engine in-memory",

@@ -167,6 +167,17 @@ class _LookbackNeed:
         )
         self.before = latest.filter(pl.int_range(pl.len()).over("key") < self.needed)
 
+    def merge(self, other: _LookbackNeed) -> None:
+        """Add what a read of another offset range of the same partition noted (a chunk read elsewhere)."""
+        self.keys.update(other.keys)
+        self.starts.update(other.starts)
+        latest = (
+            pl.concat([self.before, other.before])
+            .unique(["key", "event_id"], keep="first")
+            .sort("key", "ts", "seq", descending=[False, True, True])
+        )
+        self.before = latest.filter(pl.int_range(pl.len()).over("key") < self.needed)
+
     def shortfall(self) -> tuple[bool, int | None]:
         """(a key of the range has too few earlier events read, the event time the read must reach back to)."""
         if not self.keys:
@@ -180,6 +191,9 @@ class _LookbackNeed:
     def chunk(self, steps: int) -> int:
         """Records to step back when keys are short of earlier events (doubling, so sparse keys take few steps)."""
         return max(MIN_LOOKBACK_CHUNK, 2 * self.needed * len(self.keys)) << min(steps, 20)
+
+
+LookbackNeed = _LookbackNeed  # chunked engines note each chunk's need and merge them (pipeline.on_spark)
 
 
 def run_partition(

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import TopicPartition
 
 from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.fixes.approval import approve
 from recovery.fixes.chunks import DEFAULT_CHUNK_SIZE
 from recovery.fixes.fixset import load_fixset
 from recovery.fixes.publish import read_corrections
+from recovery.kafka.clients import consumer
 from recovery.notebook import runbook
 from recovery.sim.simulate import simulate
 from recovery.sim.ticks import SimulationParams
@@ -31,6 +33,7 @@ pytestmark = [pytest.mark.notebook, pytest.mark.timeout(900)]
 
 REVIEWER = "notebook-test"
 MAX_REPORT_BYTES = 5_000_000
+SPARK_CHUNK = 700  # offsets per Spark task: each partition of the story's incident is read in several chunks
 
 
 @dataclass
@@ -83,6 +86,15 @@ def story(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s.run("00-before", "00_reconciliation", spec_path=str(spec_path))
     s.run("01", "01_explore_incident", incident_file=str(incident_path))
     s.run("02", "02_recompute_compare", incident_file=str(incident_path), fixset_dir=str(s.fixset), reviewer=REVIEWER)
+    s.run(
+        "02-spark",
+        "02_recompute_compare",
+        incident_file=str(incident_path),
+        fixset_dir=str(root / "fixes" / "story-spark"),
+        engine="spark",
+        spark_master="local[1]",
+        spark_chunk_records=SPARK_CHUNK,
+    )
     digest = load_fixset(s.fixset).digest
     s.run("03-unapproved", "03_publish_fixes", fixset=str(s.fixset), approved_digest=digest, dry_run=False)
     approve(s.fixset, REVIEWER, settings)
@@ -133,6 +145,20 @@ def test_recompute_compare_counts_equal_the_incident_file(story: Story) -> None:
     html = story.report("02").read_text()
     assert f"recovery approve {story.fixset} --reviewer {REVIEWER}" in html
     assert f"-p approved_digest {fixset.digest}" in html
+
+
+@pytest.mark.spark
+def test_recompute_compare_on_spark_writes_the_fix_set_of_the_default_engine(story: Story) -> None:
+    run, default = story.runs["02-spark"], story.runs["02"]
+    assert run.status == "ok", run.error
+    assert (run.results["engine"], default.results["engine"]) == ("spark", "by-partition")
+    assert run.results["digest"] == default.results["digest"] == load_fixset(story.fixset).digest
+    assert run.results["counts"] == default.results["counts"]
+    assert run.results["expected_counts_match"] is True
+    # the largest partition of the raw topic spans several chunks (keys and duplicates cut by chunk borders)
+    with consumer(story.settings) as c:
+        partitions = [TopicPartition(story.spec.topics.raw, p) for p in range(story.spec.topics.partitions)]
+        assert max(c.end_offsets(partitions).values()) > 2 * SPARK_CHUNK
 
 
 def test_publish_refuses_an_unapproved_fix_set(story: Story) -> None:

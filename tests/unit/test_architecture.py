@@ -17,11 +17,12 @@ ALLOWED: dict[str, set[str]] = {
     "kafka": {BASE},
     "replay": {BASE, "records", "kafka"},
     "fixes": {BASE, "records", "kafka"},
-    "pipeline": {BASE, "metrics", "records", "kafka", "replay", "fixes"},
+    "spark": {BASE},
+    "pipeline": {BASE, "metrics", "records", "kafka", "replay", "fixes", "spark"},
     "live": {BASE, "metrics", "records", "kafka"},
     "sim": {BASE, "records", "kafka", "live"},
-    "notebook": {BASE, "metrics", "records", "kafka", "replay", "fixes", "pipeline", "live", "sim"},
-    "cli": {BASE, "metrics", "records", "kafka", "replay", "fixes", "pipeline", "live", "sim", "notebook"},
+    "notebook": {BASE, "metrics", "records", "kafka", "replay", "fixes", "spark", "pipeline", "live", "sim"},
+    "cli": {BASE, "metrics", "records", "kafka", "replay", "fixes", "spark", "pipeline", "live", "sim", "notebook"},
 }
 
 

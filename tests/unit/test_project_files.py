@@ -51,3 +51,12 @@ def test_pom_fetches_kafka_4_3_1() -> None:
     pom = (PROJECT_ROOT / "kafka" / "pom.xml").read_text()
     assert "<kafka.version>4.3.1</kafka.version>" in pom
     assert "<artifactId>kafka_2.13</artifactId>" in pom
+
+
+def test_spark_connector_pom_fetches_the_version_of_the_pinned_pyspark() -> None:
+    pom = (PROJECT_ROOT / "spark" / "pom.xml").read_text()
+    pins = dict(
+        line.split("==") for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    assert f"<spark.version>{pins['pyspark']}</spark.version>" in pom
+    assert "<artifactId>spark-sql-kafka-0-10_2.13</artifactId>" in pom

@@ -49,3 +49,17 @@ def test_range_steps_default_to_every_usable_core_and_the_auto_client(
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
     assert sub.get_default("workers") == 3
     assert sub.get_default("client") == "auto"
+
+
+def test_spark_options_are_checked_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    spec = str(Path(__file__).resolve().parents[3] / "pipeline.toml")
+    where = ["recover", "--spec", spec, "--from", "2026-01-05T09:00", "--to", "2026-01-05T10:00", "--engine", "spark"]
+    where += ["--out", str(tmp_path / "fixes")]
+    assert main([*where, "--spark-driver-memory", "lots"]) == 2
+    assert capsys.readouterr().err.startswith("recovery: error: driver_memory must look like 512m or 2g")
+    assert main([*where, "--spark-master", "local[two]"]) == 2
+    assert "unknown Spark master 'local[two]'" in capsys.readouterr().err
+    assert not (tmp_path / "fixes").exists()
