@@ -315,12 +315,9 @@ class ConfluentTx:
             self._fail(exc.args[0] if exc.args else None, action)
         except SystemError as exc:  # a fatal error raised while a delivery callback ran comes wrapped in this
             cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, self.ck.KafkaException):
-                self._fail(cause.args[0] if cause.args else None, action)
-            fatal = [e for e in self.client_errors if e.fatal()]  # flush() can fail without an exception set
-            if not fatal:
+            if not isinstance(cause, self.ck.KafkaException):
                 raise
-            self._fail(fatal[-1], action)
+            self._fail(cause.args[0] if cause.args else None, action)
 
     def init(self) -> None:
         self._run("initialising transactions", lambda: self.producer.init_transactions(self.timeout_s))
