@@ -315,9 +315,22 @@ class ConfluentTx:
             self._fail(exc.args[0] if exc.args else None, action)
         except SystemError as exc:  # a fatal error raised while a delivery callback ran comes wrapped in this
             cause = exc.__cause__ or exc.__context__
-            if not isinstance(cause, self.ck.KafkaException):
+            if isinstance(cause, self.ck.KafkaException):
+                self._fail(cause.args[0] if cause.args else None, action)
+            fatal = self._fatal_error()  # flush() of a producer fenced mid-call can fail with no exception set
+            if fatal is None:
                 raise
-            self._fail(cause.args[0] if cause.args else None, action)
+            self._fail(fatal, action)
+
+    def _fatal_error(self) -> Any:
+        """The producer's fatal error (fenced, say), or None: aborting is the call that reports it, and the
+        transaction is lost anyway when the producer failed."""
+        try:
+            self.producer.abort_transaction(1.0)
+        except self.ck.KafkaException as exc:
+            if exc.args and exc.args[0].fatal():
+                return exc.args[0]
+        return None
 
     def init(self) -> None:
         self._run("initialising transactions", lambda: self.producer.init_transactions(self.timeout_s))
