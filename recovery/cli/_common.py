@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recovery.config import usable_cores
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
@@ -11,6 +13,9 @@ from recovery.replay.bounded import DEFAULT_SLACK_MS
 from recovery.replay.plan import KAFKA_TIME, TIME_BASES
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import TimeRange, time_range
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TIME_HELP = "ISO-8601 (UTC if no zone, e.g. 2026-01-01T10:00) or epoch milliseconds"
 
@@ -79,3 +84,11 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
 def add_tolerances(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abs-tol", type=float, default=DEFAULT_ABS_TOL, help="absolute tolerance of a right value")
     parser.add_argument("--rel-tol", type=float, default=DEFAULT_REL_TOL, help="relative tolerance of a right value")
+
+
+def sink_atomically(frame: pl.LazyFrame, out: Path) -> None:
+    """Stream ``frame`` to the Parquet file ``out`` through a temporary file next to it (no half-written file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    frame.sink_parquet(tmp)
+    tmp.replace(out)

@@ -8,7 +8,14 @@ from typing import Any
 
 import polars as pl
 
-from recovery.cli._common import add_range, add_replay_tuning, add_sources, add_tolerances, parse_range
+from recovery.cli._common import (
+    add_range,
+    add_replay_tuning,
+    add_sources,
+    add_tolerances,
+    parse_range,
+    sink_atomically,
+)
 from recovery.errors import DataError
 from recovery.frames import RESULTS, conform
 from recovery.pipeline.compare import summarize
@@ -104,8 +111,5 @@ def _write(comparison: pl.LazyFrame, out_path: str | None) -> None:
     """COMPARISON to ``out_path`` (atomically, streamed from spooled parts when there are any)."""
     if out_path:
         out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        comparison.sink_parquet(tmp)
-        tmp.replace(out)
+        sink_atomically(comparison, out)
         print(f"comparison -> {out}")

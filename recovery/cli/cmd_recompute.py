@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from recovery.cli._common import add_range, add_replay_tuning, add_sources, parse_range
+from recovery.cli._common import add_range, add_replay_tuning, add_sources, parse_range, sink_atomically
 from recovery.pipeline.steps import truth_for_range
 from recovery.spec import load_spec
 
@@ -54,11 +54,8 @@ def run(args: argparse.Namespace) -> int:
         by_partition=True,  # bounded memory whatever the range's length (in memory if keys are not partitioned)
         work_near=out,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     results = truth.lazy_results()
-    results.sink_parquet(tmp)  # streamed from the spooled parts, partition by partition
-    tmp.replace(out)
+    sink_atomically(results, out)  # streamed from the spooled parts, partition by partition
     counts = truth.events.counts()
     print(f"raw: {truth.replay.summary()}; {counts['events']:,} events, {truth.quarantine.height:,} quarantined")
     per_metric = results.group_by("metric").len().sort("metric").collect().iter_rows()
