@@ -75,16 +75,8 @@ def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | EventsSpec |
             return _quarantined_seqs_nested(quarantine, fields)
         fields = as_fields(fields)
     fields = fields or FieldsSpec()
-    schema = {
-        "key": pl.String,
-        "seq": pl.Int64,
-        "ts": pl.Int64,
-        "partition": pl.Int32,
-        "offset": pl.Int64,
-        "timestamp_ms": pl.Int64,
-    }
     if quarantine.height == 0:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=_SEEN_SCHEMA)
     key_name = re.escape(json.dumps(fields.key))
 
     def number(name: str) -> pl.Expr:
@@ -96,7 +88,7 @@ def quarantined_seqs(quarantine: pl.DataFrame, fields: FieldsSpec | EventsSpec |
     found = conform(quarantine, QUARANTINE).select(
         key.alias("key"), seq.alias("seq"), number(fields.time).alias("ts"), "partition", "offset", "timestamp_ms"
     )
-    return found.filter(pl.col("key").is_not_null()).cast(schema)  # type: ignore[arg-type]
+    return found.filter(pl.col("key").is_not_null()).cast(_SEEN_SCHEMA)  # type: ignore[arg-type]
 
 
 _SEEN_SCHEMA = pl.Schema(
