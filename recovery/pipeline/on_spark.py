@@ -30,7 +30,7 @@ import polars as pl
 from recovery.frames import COMPARISON, CORRECTIONS, EVENTS, QUARANTINE, concat_or_empty, empty
 from recovery.pipeline.compare import summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, DedupResult, partition_stats
-from recovery.pipeline.partitioned import PartitionedRecovery, Unpaired, misalignment
+from recovery.pipeline.partitioned import PartitionedRecovery, misalignment, plan_topics, plans_by_partition
 from recovery.pipeline.spark_tasks import (
     LATENESS,
     READ_KIND,
@@ -45,7 +45,7 @@ from recovery.pipeline.spark_tasks import (
 )
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import LookbackNeed, PartitionRead, ReplayResult
-from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
+from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot
 from recovery.replay.readers import Reader, reader_for
 from recovery.source import Source
 from recovery.spark.chunks import OUTPUTS, RAW, Chunk, buckets_for, split, split_all
@@ -76,20 +76,11 @@ def recover_on_spark(
     """Recover every partition of ``[from_ms, to_ms)`` on Spark; the merged results and the misalignment, if any."""
     options = options or SparkOptions()
     started = time.monotonic()
-    raw_snap = plan(
-        raw_source,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        lookback_ms=spec.lookback_ms,
-        lookback_events=spec.lookback_events,
-        slack_ms=slack_ms,
-        time_basis=time_basis,
+    raw_snap, out_snap = plan_topics(
+        spec, raw_source, outputs_source, from_ms, to_ms, slack_ms, outputs_slack_ms, time_basis
     )
-    out_snap = plan(outputs_source, from_ms=from_ms, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
-    raw_plans = {p.partition: p for p in raw_snap.partitions}
-    out_plans = {p.partition: p for p in out_snap.partitions}
-    if set(raw_plans) != set(out_plans):
-        raise Unpaired(f"the raw topic has partitions {sorted(raw_plans)} and the output topic {sorted(out_plans)}")
+    assert out_snap is not None  # planned: an outputs source was given
+    raw_plans, out_plans = plans_by_partition(raw_snap), plans_by_partition(out_snap)
     session = open_session(options)
     chunk = options.chunk_records
     buckets = {p: 1 if emulate_grace else buckets_for(raw_plans[p].records, chunk) for p in raw_plans}

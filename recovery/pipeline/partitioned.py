@@ -279,6 +279,53 @@ def remove_when_unused(owner: object, work_dir: Path) -> None:
     weakref.finalize(owner, shutil.rmtree, str(work_dir), True)
 
 
+def outputs_from_ms(spec: PipelineSpec, from_ms: int | None) -> int | None:
+    """Kafka time from which to read the output topic: the range start, earlier by ``[outputs] lookback_ms``
+    when the job stamps results before their range (Quix Streams: a count window's oldest event)."""
+    return None if from_ms is None else from_ms - spec.outputs.lookback_ms
+
+
+def plan_topics(
+    spec: PipelineSpec,
+    raw_source: Source,
+    outputs_source: Source | None,
+    from_ms: int,
+    to_ms: int,
+    slack_ms: int,
+    outputs_slack_ms: int,
+    time_basis: str,
+) -> tuple[Snapshot, Snapshot | None]:
+    """Both topics' offsets snapshotted for a range (the raw events earlier by the metrics' lookback, the outputs
+    by ``[outputs] lookback_ms``); :class:`Unpaired` when their partitions differ. No outputs: None for them."""
+    raw_snap = plan(
+        raw_source,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        lookback_ms=spec.lookback_ms,
+        lookback_events=spec.lookback_events,
+        slack_ms=slack_ms,
+        time_basis=time_basis,
+    )
+    if outputs_source is None:
+        return raw_snap, None
+    out_snap = plan(
+        outputs_source,
+        from_ms=outputs_from_ms(spec, from_ms),
+        to_ms=to_ms,
+        slack_ms=outputs_slack_ms,
+        time_basis=time_basis,
+    )
+    raw, out = sorted(plans_by_partition(raw_snap)), sorted(plans_by_partition(out_snap))
+    if raw != out:
+        raise Unpaired(f"the raw topic has partitions {raw} and the output topic {out}")
+    return raw_snap, out_snap
+
+
+def plans_by_partition(snapshot: Snapshot) -> dict[int, PartitionPlan]:
+    """A snapshot's plans by partition number."""
+    return {p.partition: p for p in snapshot.partitions}
+
+
 def recover_partitions(
     spec: PipelineSpec,
     from_ms: int,
@@ -303,23 +350,11 @@ def recover_partitions(
     Without ``outputs_source``, truth only: nothing is compared (no corrections, no comparison parts).
     """
     started = time.monotonic()
-    raw_snap = plan(
-        raw_source,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        lookback_ms=spec.lookback_ms,
-        lookback_events=spec.lookback_events,
-        slack_ms=slack_ms,
-        time_basis=time_basis,
+    raw_snap, out_snap = plan_topics(
+        spec, raw_source, outputs_source, from_ms, to_ms, slack_ms, outputs_slack_ms, time_basis
     )
-    out_from = None if from_ms is None else from_ms - spec.outputs.lookback_ms
-    out_snap = None
-    if outputs_source is not None:
-        out_snap = plan(outputs_source, from_ms=out_from, to_ms=to_ms, slack_ms=outputs_slack_ms, time_basis=time_basis)
-    raw_plans = {p.partition: p for p in raw_snap.partitions}
-    out_plans = {p.partition: p for p in out_snap.partitions} if out_snap is not None else {}
-    if out_snap is not None and set(raw_plans) != set(out_plans):
-        raise Unpaired(f"the raw topic has partitions {sorted(raw_plans)} and the output topic {sorted(out_plans)}")
+    raw_plans = plans_by_partition(raw_snap)
+    out_plans = plans_by_partition(out_snap) if out_snap is not None else {}
     tasks = [
         PartitionTask(
             spec,

@@ -23,7 +23,7 @@ from recovery.pipeline.compare import (
     compare,
 )
 from recovery.pipeline.dedup import Coverage, DedupResult, dedup
-from recovery.pipeline.partitioned import new_work_dir, recover_partitions, remove_when_unused
+from recovery.pipeline.partitioned import new_work_dir, outputs_from_ms, recover_partitions, remove_when_unused
 from recovery.pipeline.timebasis import StampSkew
 from recovery.records.outputs import decode_outputs
 from recovery.records.validate import validate
@@ -62,12 +62,6 @@ def outputs_slack_ms(spec: PipelineSpec, slack_ms: int) -> int:
     window closes (up to a window plus grace after its start), and late events arrive up to ``slack_ms`` late.
     """
     return slack_ms + max(m.lookback_ms for m in spec.metrics)
-
-
-def outputs_from_ms(spec: PipelineSpec, from_ms: int | None) -> int | None:
-    """Kafka time from which to read the output topic: the range start, earlier by ``[outputs] lookback_ms``
-    when the job stamps results before their range (Quix Streams: a count window's oldest event)."""
-    return None if from_ms is None else from_ms - spec.outputs.lookback_ms
 
 
 FrameOrLoader = pl.DataFrame | pl.LazyFrame | Callable[[], pl.DataFrame]
