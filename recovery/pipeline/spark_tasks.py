@@ -23,7 +23,7 @@ from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, Coverage, KeyGroupDedup, quarantined_seqs
 from recovery.pipeline.partitioned import EventSink, OutputSink, Spool
 from recovery.pipeline.timebasis import StampSkew
-from recovery.replay.bounded import LookbackNeed
+from recovery.replay.bounded import LookbackNeed, ReadSpan
 from recovery.replay.plan import KAFKA_TIME
 from recovery.replay.pool import cached_reader
 from recovery.source import Source
@@ -115,20 +115,13 @@ def read_chunk(job: ReadJob, chunk: Chunk) -> Iterator[Row]:
         if raw and spec.lookback_events
         else None
     )
-    records, first, last = 0, None, None
-    for frame in cached_reader(source, job.client).read(p, chunk.start, chunk.end, BATCH_RECORDS):
-        if frame.height == 0:
-            continue
-        events = sink.add(frame)
-        lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
-        first = lo if first is None else min(first, lo)
-        last = hi if last is None else max(last, hi)
-        if need is not None:
-            need.add(frame, events=events)
-        records += frame.height
+    span = ReadSpan()
+    span.feed(cached_reader(source, job.client).read(p, chunk.start, chunk.end, BATCH_RECORDS), sink, need)
     buckets = job.buckets.get(p, 1)
     yield from _bucketed(EVENTS_KIND if raw else OUTPUTS_KIND, p, kept.frames, buckets)
-    read = ChunkRead(chunk, records, first, last, round(time.monotonic() - started, 3), quarantine=sink.bad())
+    read = ChunkRead(
+        chunk, span.records, span.first, span.last, round(time.monotonic() - started, 3), quarantine=sink.bad()
+    )
     if isinstance(sink, EventSink):
         read.in_range, read.skew, read.need = sink.in_range, sink.skew, need
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class PartitionJob:
 # ------------------------------------------------------------------------------------------- lookback
 
 
-class _LookbackNeed:
+class LookbackNeed:
     """The count-window lookback of one partition: which earlier events the keys of the range still need.
 
     A key with events in the range needs the ``needed`` events that precede the range start in (event time,
@@ -167,7 +167,7 @@ class _LookbackNeed:
         )
         self.before = latest.filter(pl.int_range(pl.len()).over("key") < self.needed)
 
-    def merge(self, other: _LookbackNeed) -> None:
+    def merge(self, other: LookbackNeed) -> None:
         """Add what a read of another offset range of the same partition noted (a chunk read elsewhere)."""
         self.keys.update(other.keys)
         self.starts.update(other.starts)
@@ -193,7 +193,34 @@ class _LookbackNeed:
         return max(MIN_LOOKBACK_CHUNK, 2 * self.needed * len(self.keys)) << min(steps, 20)
 
 
-LookbackNeed = _LookbackNeed  # chunked engines note each chunk's need and merge them (pipeline.on_spark)
+@dataclass
+class ReadSpan:
+    """What the reads of one partition (or chunk) covered so far: records, first and last offset."""
+
+    records: int = 0
+    first: int | None = None
+    last: int | None = None
+
+    def feed(
+        self,
+        frames: Iterable[pl.DataFrame],
+        sink: Sink,
+        need: LookbackNeed | None,
+        after_each: Callable[[int], None] | None = None,
+    ) -> None:
+        """Each non-empty frame to ``sink`` (and its events to ``need``), counted; ``after_each(records)``."""
+        for frame in frames:
+            if frame.height == 0:
+                continue
+            events = sink.add(frame)
+            lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
+            self.first = lo if self.first is None else min(self.first, lo)
+            self.last = hi if self.last is None else max(self.last, hi)
+            if need is not None:
+                need.add(frame, events=events)
+            self.records += frame.height
+            if after_each is not None:
+                after_each(self.records)
 
 
 def run_partition(
@@ -207,33 +234,20 @@ def run_partition(
 
     Time windows need nothing before the plan's start: a window inside the range holds events at or after
     its start, stamped at or after it. Count windows need each key's earlier events, which may lie anywhere
-    before the start when they arrived late; see :class:`_LookbackNeed`.
+    before the start when they arrived late; see :class:`LookbackNeed`.
     """
     started = time.monotonic()
     p = plan.partition
     need = (
-        _LookbackNeed(job.from_ms, job.to_ms, job.lookback_events, job.fields)
+        LookbackNeed(job.from_ms, job.to_ms, job.lookback_events, job.fields)
         if job.lookback_events > 0 and job.from_ms is not None and job.fields is not None
         else None
     )
-    done, total = 0, plan.records
-    first: int | None = None
-    last: int | None = None
+    span, total = ReadSpan(), plan.records
     progress.update(p, 0, total)
 
     def consume(start: int, end: int) -> None:
-        nonlocal done, first, last
-        for frame in reader.read(p, start, end, job.batch_records):
-            if frame.height == 0:
-                continue
-            events = sink.add(frame)
-            lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
-            if need is not None:
-                need.add(frame, events=events)
-            done += frame.height
-            progress.update(p, done, total)
+        span.feed(reader.read(p, start, end, job.batch_records), sink, need, lambda n: progress.update(p, n, total))
 
     consume(plan.start, plan.end)
     start, floor, steps = plan.start, plan.floor_ms, 0
@@ -253,15 +267,15 @@ def run_partition(
         total += start - earlier
         consume(earlier, start)
         start = earlier
-    progress.update(p, done, done)
+    progress.update(p, span.records, span.records)
     parts = tuple(sink.parts) if isinstance(sink, ParquetSink) else ()
     return PartitionRead(
         p,
         start,
         plan.end,
-        done,
-        first,
-        last,
+        span.records,
+        span.first,
+        span.last,
         round(time.monotonic() - started, 3),
         parts,
         floor_ms=floor,
