@@ -154,56 +154,107 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     )
     truths = Spool(task.work_dir, "truth", p, RESULTS)
     comparisons = Spool(task.work_dir, "comparison", p, COMPARISON)
-    raw_keys: list[str] = []
-    hashes, corrections, counts = [], [], []
-    window = {"from_ms": task.from_ms, "to_ms": task.to_ms}
-
-    def compare_part(published: pl.DataFrame, truth: pl.DataFrame) -> None:
-        started = time.monotonic()
-        comparison = compare(published, truth, spec, **window, abs_tol=task.abs_tol, rel_tol=task.rel_tol)
-        corrections.append(corrections_from(comparison))
-        counts.append(summary_counts(comparison))
-        comparisons.write(comparison)
-        timings["compare"] += time.monotonic() - started
-
-    mark = time.monotonic()
-    for unique in grouped.groups():
-        keys = unique.get_column("key").unique()
-        raw_keys.extend(keys.to_list())
-        hashes.append(unique.get_column("event_id").hash())
-        truth = recompute(unique, spec, **window, emulate_grace=task.emulate_grace, presorted=True)
-        del unique
-        truths.write(truth)
-        timings["truth"] += time.monotonic() - mark
-        if outputs_read is not None:
-            compare_part(originals.lazy().filter(pl.col("key").is_in(keys.implode())).collect(), truth)
-        del truth
-        mark = time.monotonic()
-    # outputs of keys without a valid raw event here: all extra (or published to the wrong partition)
-    known = pl.Series(raw_keys, dtype=pl.String).implode()
-    orphans = originals.lazy().filter(~pl.col("key").is_in(known)).collect()
-    if orphans.height:
-        compare_part(orphans, empty(RESULTS))
-    del orphans
+    groups = recover_key_groups(
+        grouped,
+        originals.lazy() if outputs_read is not None else None,
+        spec,
+        task.from_ms,
+        task.to_ms,
+        abs_tol=task.abs_tol,
+        rel_tol=task.rel_tol,
+        emulate_grace=task.emulate_grace,
+        truths=truths,
+        comparisons=comparisons,
+        timings=timings,
+    )
     events.remove()
     return PartitionOutcome(
         partition=p,
         raw_read=raw_read,
         outputs_read=outputs_read,
         records_in_range=events_sink.in_range,
-        raw_keys=raw_keys,
+        raw_keys=groups.raw_keys,
         output_keys=sorted(out_sink.keys),
-        event_ids=pl.concat(hashes) if hashes else pl.Series(dtype=pl.UInt64),
+        event_ids=groups.event_ids(),
         quality=grouped.result(),
         quarantine=quarantine,
         outputs_quarantine=out_sink.bad(),
         metrics_seen=sorted(out_sink.metrics),
-        corrections=concat_or_empty(corrections, CORRECTIONS),
-        counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
+        corrections=groups.corrections(),
+        counts=groups.counts(),
         parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals.paths},
         skew=events_sink.skew,
         timings_s=timings,
     )
+
+
+@dataclass
+class KeyGroupResults:
+    """What the key groups of a partition (or of a Spark group task) give besides their spooled parts."""
+
+    raw_keys: list[str] = field(default_factory=list)
+    hashes: list[pl.Series] = field(default_factory=list)  # 64-bit hashes of the unique event ids, per group
+    correction_parts: list[pl.DataFrame] = field(default_factory=list)
+    count_parts: list[pl.DataFrame] = field(default_factory=list)
+
+    def event_ids(self) -> pl.Series:
+        return pl.concat(self.hashes) if self.hashes else pl.Series(dtype=pl.UInt64)
+
+    def corrections(self) -> pl.DataFrame:
+        return concat_or_empty(self.correction_parts, CORRECTIONS)
+
+    def counts(self) -> pl.DataFrame:
+        return pl.concat(self.count_parts) if self.count_parts else summary_counts(empty(COMPARISON))
+
+
+def recover_key_groups(
+    grouped: KeyGroupDedup,
+    originals: pl.LazyFrame | None,
+    spec: PipelineSpec,
+    from_ms: int,
+    to_ms: int,
+    *,
+    abs_tol: float,
+    rel_tol: float,
+    emulate_grace: bool,
+    truths: Spool,
+    comparisons: Spool,
+    timings: dict[str, float] | None = None,
+) -> KeyGroupResults:
+    """Recompute each key group's truth (to ``truths``) and compare it with the originals of its keys (to
+    ``comparisons``); outputs of keys without a valid raw event are all extra (or published to the wrong
+    partition). Without originals: truth only. ``timings`` adds up the seconds of "truth" and "compare"."""
+    timings = timings if timings is not None else dict.fromkeys(STEPS, 0.0)
+    window = {"from_ms": from_ms, "to_ms": to_ms}
+    results = KeyGroupResults()
+
+    def compare_part(published: pl.DataFrame, truth: pl.DataFrame) -> None:
+        started = time.monotonic()
+        comparison = compare(published, truth, spec, **window, abs_tol=abs_tol, rel_tol=rel_tol)
+        results.correction_parts.append(corrections_from(comparison))
+        results.count_parts.append(summary_counts(comparison))
+        comparisons.write(comparison)
+        timings["compare"] += time.monotonic() - started
+
+    mark = time.monotonic()
+    for unique in grouped.groups():
+        keys = unique.get_column("key").unique()
+        results.raw_keys.extend(keys.to_list())
+        results.hashes.append(unique.get_column("event_id").hash())
+        truth = recompute(unique, spec, **window, emulate_grace=emulate_grace, presorted=True)
+        del unique
+        truths.write(truth)
+        timings["truth"] += time.monotonic() - mark
+        if originals is not None:
+            compare_part(originals.filter(pl.col("key").is_in(keys.implode())).collect(), truth)
+        del truth
+        mark = time.monotonic()
+    if originals is not None:
+        known = pl.Series(results.raw_keys, dtype=pl.String).implode()
+        orphans = originals.filter(~pl.col("key").is_in(known)).collect()
+        if orphans.height:
+            compare_part(orphans, empty(RESULTS))
+    return results
 
 
 def can_partition(raw_source: Source, outputs_source: Source) -> bool:

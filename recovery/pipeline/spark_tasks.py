@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from recovery.fixes.fixset import corrections_from
-from recovery.frames import COMPARISON, CORRECTIONS, OUTPUTS, QUARANTINE, RESULTS, empty, events_schema
-from recovery.metrics.recompute import recompute
-from recovery.pipeline.compare import compare, summary_counts
+from recovery.frames import COMPARISON, OUTPUTS, QUARANTINE, RESULTS, empty, events_schema
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, Coverage, KeyGroupDedup, quarantined_seqs
-from recovery.pipeline.partitioned import EventSink, OutputSink, Spool
+from recovery.pipeline.partitioned import EventSink, OutputSink, Spool, recover_key_groups
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import LookbackNeed, ReadSpan
 from recovery.replay.plan import KAFKA_TIME
@@ -191,27 +188,18 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
     originals_spool.write(originals)
     truths = Spool(job.work_dir, f"truth-{name}", p, RESULTS)
     comparisons = Spool(job.work_dir, f"comparison-{name}", p, COMPARISON)
-    window = {"from_ms": job.from_ms, "to_ms": job.to_ms}
-    raw_keys: list[str] = []
-    hashes, corrections, counts = [], [], []
-
-    def compare_part(published: pl.DataFrame, truth: pl.DataFrame) -> None:
-        comparison = compare(published, truth, spec, **window, abs_tol=job.abs_tol, rel_tol=job.rel_tol)
-        corrections.append(corrections_from(comparison))
-        counts.append(summary_counts(comparison))
-        comparisons.write(comparison)
-
-    for unique in grouped.groups():
-        keys = unique.get_column("key").unique()
-        raw_keys.extend(keys.to_list())
-        hashes.append(unique.get_column("event_id").hash())
-        truth = recompute(unique, spec, **window, emulate_grace=job.emulate_grace, presorted=True)
-        del unique
-        truths.write(truth)
-        compare_part(originals.filter(pl.col("key").is_in(keys.implode())), truth)
-    orphans = originals.filter(~pl.col("key").is_in(pl.Series(raw_keys, dtype=pl.String).implode()))
-    if orphans.height:  # outputs of keys without a valid raw event: all extra
-        compare_part(orphans, empty(RESULTS))
+    groups = recover_key_groups(
+        grouped,
+        originals.lazy(),
+        spec,
+        job.from_ms,
+        job.to_ms,
+        abs_tol=job.abs_tol,
+        rel_tol=job.rel_tol,
+        emulate_grace=job.emulate_grace,
+        truths=truths,
+        comparisons=comparisons,
+    )
     quality = grouped.result()
     lateness = (
         grouped.marks()
@@ -221,15 +209,15 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
     outcome = GroupOutcome(
         partition=p,
         bucket=bucket,
-        raw_keys=raw_keys,
-        event_ids=pl.concat(hashes) if hashes else pl.Series(dtype=pl.UInt64),
+        raw_keys=groups.raw_keys,
+        event_ids=groups.event_ids(),
         event_count=grouped.event_count,
         duplicates=quality.duplicates if quality.duplicates.height else empty(DUPLICATES),
         gaps=quality.gaps if quality.gaps.height else empty(GAPS),
         by_key=quality.by_key if quality.by_key.height else empty(KEY_STATS),
         lateness=lateness.cast(dict(LATENESS)),  # type: ignore[arg-type]
-        corrections=pl.concat(corrections) if corrections else empty(CORRECTIONS),
-        counts=pl.concat(counts) if counts else summary_counts(empty(COMPARISON)),
+        corrections=groups.corrections(),
+        counts=groups.counts(),
         parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals_spool.paths},
     )
     yield object_row(GROUP_KIND, p, outcome)
