@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"--engine spark: offsets one task reads; larger partitions are split (default {DEFAULT_CHUNK_RECORDS:,})",
     )
+    p.add_argument(
+        "--spark-parts",
+        metavar="PATH|URL",
+        help="--engine spark on a cluster: where tasks leave their comparison, truth and originals parts, a "
+        "directory every executor shares or an object-storage URL (s3://bucket/prefix, gs://, abfs://, hdfs://); "
+        "default: the work directory next to --out, which executors must then share",
+    )
     add_sources(p)
     add_tolerances(p)
     add_replay_tuning(p)
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         client=args.client,
         time_basis=args.time_basis,
         engine=args.engine,
-        spark=SparkOptions(args.spark_master, args.chunk_records, args.spark_driver_memory)
+        spark=SparkOptions(args.spark_master, args.chunk_records, args.spark_driver_memory, args.spark_parts)
         if args.engine == SPARK
         else None,
     )

@@ -48,13 +48,15 @@ def recover_case(
     engine: str = AUTO,
     spark_master: str = DEFAULT_MASTER,
     spark_chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    spark_parts: str | None = None,
 ) -> RecoveryReport:
     """Recompute the case's range, compare it with the original outputs and write the fix set.
 
     ``engine`` as ``recovery recover --engine``; with ``spark``, ``spark_master`` and ``spark_chunk_records``
-    say where the tasks run and how many offsets each reads (docs/spark.md).
+    say where the tasks run and how many offsets each reads, ``spark_parts`` where they leave their parts on a
+    cluster (a shared directory or an object-storage URL, as ``--spark-parts``; docs/spark.md).
     """
-    spark = SparkOptions(spark_master, spark_chunk_records) if engine == SPARK else None
+    spark = SparkOptions(spark_master, spark_chunk_records, parts=spark_parts or None) if engine == SPARK else None
     return recover(
         case.spec,
         case.from_ms,

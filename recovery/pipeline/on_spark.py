@@ -51,6 +51,7 @@ from recovery.source import Source
 from recovery.spark.chunks import OUTPUTS, RAW, Chunk, buckets_for, split, split_all
 from recovery.spark.jobs import apply_groups, collect, map_tasks
 from recovery.spark.session import SparkOptions, open_session
+from recovery.spark.storage import RemoteParts
 from recovery.spec import PipelineSpec
 
 SPARK = "spark"
@@ -81,6 +82,9 @@ def recover_on_spark(
     )
     assert out_snap is not None  # planned: an outputs source was given
     raw_plans, out_plans = plans_by_partition(raw_snap), plans_by_partition(out_snap)
+    remote = RemoteParts.under(options.parts) if options.parts is not None else None
+    if remote is not None:
+        remote.check()  # before Spark starts: a missing bucket or credentials fail in a second, not after the reads
     session = open_session(options)
     chunk = options.chunk_records
     buckets = {p: 1 if emulate_grace else buckets_for(raw_plans[p].records, chunk) for p in raw_plans}
@@ -105,11 +109,17 @@ def recover_on_spark(
             {p: quarantine.filter(pl.col("partition") == p) for p in raw_plans},
             {p: r.coverage for p, r in raw_reads.items()},
             buckets,
+            remote,
         )
         outcomes = _recover_groups(frames, group_job, buckets, emulate_grace)
+        if remote is not None:
+            for o in outcomes:
+                o.parts = {kind: remote.download(urls, work_dir) for kind, urls in o.parts.items()}
     finally:
         for frame in frames:
             frame.unpersist()
+        if remote is not None:
+            remote.remove()
     elapsed = time.monotonic() - started
     merged = _merge(outcomes, reads, raw_snap, out_snap, raw_reads, out_reads, quarantine, work_dir, elapsed, slack_ms)
     by_partition: dict[int, list[GroupOutcome]] = defaultdict(list)
@@ -254,6 +264,9 @@ def _recover_groups(frames: list[Any], job: GroupJob, buckets: dict[int, int], w
         for o in outcomes:
             if o.partition in spread:
                 for paths in o.parts.values():
+                    if job.remote is not None:
+                        job.remote.delete(paths)
+                        continue
                     for path in paths:
                         Path(path).unlink(missing_ok=True)
         subset = rows.where(rows.partition.isin(spread))

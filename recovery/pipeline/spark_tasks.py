@@ -5,11 +5,14 @@ raw records (or decodes outputs) batch by batch with the code of the per-partiti
 its events and outputs as frames bucketed by a hash of the key, plus what it noted (records, offsets,
 quarantine, the count-window lookback). A group task gets every event and output of one key bucket of one
 partition, from every chunk, and runs the per-partition engine's dedup, recompute and compare on them;
-its big frames go to Parquet parts under the work directory, what is small comes back.
+its big frames go to Arrow IPC parts under the work directory (or under ``--spark-parts``: a shared directory
+or an object-storage URL, :mod:`recovery.spark.storage`), what is small comes back.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from recovery.replay.pool import cached_reader
 from recovery.source import Source
 from recovery.spark.chunks import RAW, Chunk
 from recovery.spark.payload import Row, frame_of, frame_rows, object_of, object_row
+from recovery.spark.storage import RemoteParts
 from recovery.spec import PipelineSpec
 
 BATCH_RECORDS = 50_000  # records per batch read, validated as it arrives (as partition by partition)
@@ -140,6 +144,7 @@ class GroupJob:
     quarantine: Mapping[int, pl.DataFrame]
     coverage: Mapping[int, tuple[int | None, bool]]
     buckets: Mapping[int, int]
+    remote: RemoteParts | None = None  # set: parts go to the task's scratch disk, then under this prefix
 
 
 def quarantine_of(job: GroupJob, partition: int, bucket: int) -> pl.DataFrame:
@@ -184,10 +189,23 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
     )
     del events
     name = "all" if bucket < 0 else f"b{bucket:05d}"
-    originals_spool = Spool(job.work_dir, f"originals-{name}", p, OUTPUTS)
+    scratch = tempfile.mkdtemp(prefix=".recover-group-") if job.remote is not None else None
+    try:
+        yield _recover_key_group(job, p, bucket, name, grouped, originals, scratch or job.work_dir)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _recover_key_group(
+    job: GroupJob, p: int, bucket: int, name: str, grouped: KeyGroupDedup, originals: pl.DataFrame, work_dir: str
+) -> Row:
+    """The group's recovery with its parts spooled under ``work_dir`` (then copied under ``job.remote``)."""
+    spec = job.spec
+    originals_spool = Spool(work_dir, f"originals-{name}", p, OUTPUTS)
     originals_spool.write(originals)
-    truths = Spool(job.work_dir, f"truth-{name}", p, RESULTS)
-    comparisons = Spool(job.work_dir, f"comparison-{name}", p, COMPARISON)
+    truths = Spool(work_dir, f"truth-{name}", p, RESULTS)
+    comparisons = Spool(work_dir, f"comparison-{name}", p, COMPARISON)
     groups = recover_key_groups(
         grouped,
         originals.lazy(),
@@ -206,6 +224,9 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
         .group_by("partition", "_late")
         .agg(pl.len().alias("n"), pl.col("_ooo").sum().cast(pl.UInt32).alias("ooo"))
     )
+    parts = {"comparison": comparisons.paths, "truth": truths.paths, "originals": originals_spool.paths}
+    if job.remote is not None:
+        parts = {kind: job.remote.upload(paths) for kind, paths in parts.items()}
     outcome = GroupOutcome(
         partition=p,
         bucket=bucket,
@@ -218,9 +239,9 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
         lateness=lateness.cast(dict(LATENESS)),  # type: ignore[arg-type]
         corrections=groups.corrections(),
         counts=groups.counts(),
-        parts={"comparison": comparisons.paths, "truth": truths.paths, "originals": originals_spool.paths},
+        parts=parts,
     )
-    yield object_row(GROUP_KIND, p, outcome)
+    return object_row(GROUP_KIND, p, outcome)
 
 
 def outcome_of(row: Row) -> GroupOutcome:

@@ -33,6 +33,7 @@ class SparkOptions:
     master: str = DEFAULT_MASTER
     chunk_records: int = DEFAULT_CHUNK_RECORDS  # offsets a task reads; partitions larger than this are split
     driver_memory: str = DEFAULT_DRIVER_MEMORY  # local mode: the one JVM's heap
+    parts: str | None = None  # where tasks leave their parts: a shared directory or an object-storage URL
 
     def __post_init__(self) -> None:
         check_master(self.master)
