@@ -55,7 +55,8 @@ class RemoteParts:
         """A new prefix of its own under ``location`` (a path or URL), with the driver's settings for it."""
         env = os.environ if environ is None else environ
         settings = {k: env[k] for k in _AWS if env.get(k)} if scheme_of(location) == "s3" else {}
-        base = location.rstrip("/") if scheme_of(location) != "file" else str(Path(location.removeprefix("file://")))
+        local = scheme_of(location) == "file"
+        base = str(Path(location.removeprefix("file://")).absolute()) if local else location.rstrip("/")
         return cls(f"{base}/recover-parts-{uuid.uuid4().hex[:12]}", settings)
 
     def filesystem(self) -> tuple[Any, str]:
@@ -71,14 +72,14 @@ class RemoteParts:
         return pafs.FileSystem.from_uri(self.url)
 
     def check(self) -> None:
-        """Write and delete a probe under the prefix; :class:`ConfigError` saying what to fix when it fails."""
+        """Write and delete a probe under the prefix (nothing is left); :class:`ConfigError` saying what to fix
+        when it fails."""
         try:
             fs, path = self.filesystem()
-            probe = f"{path}/.probe"
             fs.create_dir(path, recursive=True)
-            with fs.open_output_stream(probe) as out:
+            with fs.open_output_stream(f"{path}/.probe") as out:
                 out.write(b"recovery")
-            fs.delete_file(probe)
+            fs.delete_dir(path)
         except Exception as exc:  # pyarrow raises OSError, ValueError or ArrowInvalid, per file system
             raise ConfigError(
                 f"cannot write the Spark parts to {self.url}: {_first_line(exc)}",
@@ -91,6 +92,7 @@ class RemoteParts:
         import pyarrow.fs as pafs
 
         fs, prefix = self.filesystem()
+        fs.create_dir(prefix, recursive=True)
         urls = []
         for local in paths:
             name = Path(local).name

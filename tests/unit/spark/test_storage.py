@@ -41,6 +41,7 @@ def test_each_run_has_a_prefix_of_its_own_and_s3_carries_the_drivers_aws_setting
     assert path == a.url.removeprefix("s3://")
     assert RemoteParts.under("gs://bucket/x", env).settings == {}  # only S3 reads AWS_*
     assert RemoteParts.under("file:///mnt/shared", env).url.startswith("/mnt/shared/recover-parts-")
+    assert RemoteParts.under("rel/dir", env).url.startswith(str(Path.cwd() / "rel" / "dir" / "recover-parts-"))
 
 
 def test_parts_copied_up_and_back_then_removed(tmp_path: Path) -> None:
@@ -52,9 +53,10 @@ def test_parts_copied_up_and_back_then_removed(tmp_path: Path) -> None:
         (local / name).write_bytes(bytes([i]) * (100 + i))
     remote = RemoteParts.under(str(shared), {})
     remote.check()
+    assert not Path(remote.url).exists()  # the probe and its directory are gone
     urls = remote.upload([str(local / n) for n in names])
     assert urls == [f"{remote.url}/{n}" for n in names]
-    assert sorted(p.name for p in Path(remote.url).iterdir()) == names  # the probe was deleted
+    assert sorted(p.name for p in Path(remote.url).iterdir()) == names
     paths = remote.download(urls, back)
     assert [Path(p).read_bytes() for p in paths] == [(local / n).read_bytes() for n in names]
     remote.delete(urls[:1])
