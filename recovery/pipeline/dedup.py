@@ -289,7 +289,12 @@ def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | No
     groups = sizes.select("key", group.cast(pl.Int64).alias("_group"))
     if groups.get_column("_group").n_unique() < 2:
         return None
-    repeated = events.select("event_id", "key").filter(pl.col("event_id").is_duplicated()).collect()
+    # ids with copies: their 64-bit hashes first (a u64 table instead of one of every id's string), then the
+    # exact check on the few rows whose hash repeats (every copy of an id has its hash, so none is missed)
+    hashed = pl.col("event_id").hash()
+    repeats = events.select(hashed.alias("_h")).filter(pl.col("_h").is_duplicated()).unique().collect()
+    candidates = events.select("event_id", "key").filter(hashed.is_in(repeats.get_column("_h").implode()))
+    repeated = candidates.filter(pl.col("event_id").is_duplicated()).collect()
     if repeated.height:
         spread = repeated.join(groups, on="key").group_by("event_id").agg(pl.col("_group").n_unique())
         if spread.height and spread.get_column("_group").max() > 1:  # type: ignore[operator]
