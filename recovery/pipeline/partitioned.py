@@ -47,7 +47,7 @@ from recovery.pipeline.spool import EventSink, OutputSink, Spool, scan_parts
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
 from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
-from recovery.replay.pool import cached_reader, run_tasks
+from recovery.replay.pool import cached_reader, run_tasks, trim_memory
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.spec import PipelineSpec
@@ -134,6 +134,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     events_sink = EventSink(spec, task.from_ms, task.to_ms, task.slack_ms, events, task.time_basis)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
+    trim_memory()  # the read's batches are spooled: give their pages back before the next step's peak
     timings["truth"] += time.monotonic() - mark
     mark = time.monotonic()
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
@@ -142,6 +143,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     if out_reader is not None and task.outputs_source is not None and task.outputs_plan is not None:
         out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
         outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
+        trim_memory()
     timings["originals"] += time.monotonic() - mark
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.

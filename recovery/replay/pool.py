@@ -7,10 +7,12 @@ one reader per (source, client) for all their tasks (:func:`cached_reader`).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, TypeVar
 
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
@@ -22,6 +24,30 @@ R = TypeVar("R")
 
 _QUEUE: Any = None
 _READERS: dict[Any, Reader] = {}
+
+# The workers' allocators give freed memory back instead of keeping it for later: glibc (the compiled reader's
+# Arrow buffers) with two arenas, polars' jemalloc with no decay delay. A partition's read leaves hundreds of MB
+# of freed pages behind otherwise, which the next step's peak adds to (docs/benchmarks.md). Read at a process's
+# start, so set for the spawned workers only; a value already in the environment is kept.
+WORKER_ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "2", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+
+
+@contextmanager
+def _worker_environment() -> Iterator[None]:
+    """:data:`WORKER_ALLOCATOR_ENV` in the environment the workers are spawned with, then as it was."""
+    added = {k: v for k, v in WORKER_ALLOCATOR_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def trim_memory() -> None:
+    """Return glibc's free heap pages to the system now (a no-op where the C library is not glibc)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cached_reader(source: Source, client: str) -> Reader:
@@ -72,6 +98,7 @@ def run_tasks(
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue() if progress.enabled else None
     with (
+        _worker_environment(),
         ProcessPoolExecutor(
             min(workers, len(tasks)),
             mp_context=ctx,
