@@ -11,10 +11,10 @@ or an object-storage URL, :mod:`recovery.spark.storage`), what is small comes ba
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -189,59 +189,53 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
     )
     del events
     name = "all" if bucket < 0 else f"b{bucket:05d}"
-    scratch = tempfile.mkdtemp(prefix=".recover-group-") if job.remote is not None else None
-    try:
-        yield _recover_key_group(job, p, bucket, name, grouped, originals, scratch or job.work_dir)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _recover_key_group(
-    job: GroupJob, p: int, bucket: int, name: str, grouped: KeyGroupDedup, originals: pl.DataFrame, work_dir: str
-) -> Row:
-    """The group's recovery with its parts spooled under ``work_dir`` (then copied under ``job.remote``)."""
-    spec = job.spec
-    originals_spool = Spool(work_dir, f"originals-{name}", p, OUTPUTS)
-    originals_spool.write(originals)
-    truths = Spool(work_dir, f"truth-{name}", p, RESULTS)
-    comparisons = Spool(work_dir, f"comparison-{name}", p, COMPARISON)
-    groups = recover_key_groups(
-        grouped,
-        originals.lazy(),
-        spec,
-        job.from_ms,
-        job.to_ms,
-        abs_tol=job.abs_tol,
-        rel_tol=job.rel_tol,
-        emulate_grace=job.emulate_grace,
-        truths=truths,
-        comparisons=comparisons,
+    # with --spark-parts the parts go to this task's scratch disk first, then under the run's prefix
+    scratch = (
+        tempfile.TemporaryDirectory(prefix=".recover-group-", ignore_cleanup_errors=True)
+        if job.remote is not None
+        else nullcontext(job.work_dir)
     )
-    quality = grouped.result()
-    lateness = (
-        grouped.marks()
-        .group_by("partition", "_late")
-        .agg(pl.len().alias("n"), pl.col("_ooo").sum().cast(pl.UInt32).alias("ooo"))
-    )
-    parts = {"comparison": comparisons.paths, "truth": truths.paths, "originals": originals_spool.paths}
-    if job.remote is not None:
-        parts = {kind: job.remote.upload(paths) for kind, paths in parts.items()}
-    outcome = GroupOutcome(
-        partition=p,
-        bucket=bucket,
-        raw_keys=groups.raw_keys,
-        event_ids=groups.event_ids(),
-        event_count=grouped.event_count,
-        duplicates=quality.duplicates if quality.duplicates.height else empty(DUPLICATES),
-        gaps=quality.gaps if quality.gaps.height else empty(GAPS),
-        by_key=quality.by_key if quality.by_key.height else empty(KEY_STATS),
-        lateness=lateness.cast(dict(LATENESS)),  # type: ignore[arg-type]
-        corrections=groups.corrections(),
-        counts=groups.counts(),
-        parts=parts,
-    )
-    return object_row(GROUP_KIND, p, outcome)
+    with scratch as work_dir:
+        originals_spool = Spool(work_dir, f"originals-{name}", p, OUTPUTS)
+        originals_spool.write(originals)
+        truths = Spool(work_dir, f"truth-{name}", p, RESULTS)
+        comparisons = Spool(work_dir, f"comparison-{name}", p, COMPARISON)
+        groups = recover_key_groups(
+            grouped,
+            originals.lazy(),
+            spec,
+            job.from_ms,
+            job.to_ms,
+            abs_tol=job.abs_tol,
+            rel_tol=job.rel_tol,
+            emulate_grace=job.emulate_grace,
+            truths=truths,
+            comparisons=comparisons,
+        )
+        quality = grouped.result()
+        lateness = (
+            grouped.marks()
+            .group_by("partition", "_late")
+            .agg(pl.len().alias("n"), pl.col("_ooo").sum().cast(pl.UInt32).alias("ooo"))
+        )
+        parts = {"comparison": comparisons.paths, "truth": truths.paths, "originals": originals_spool.paths}
+        if job.remote is not None:
+            parts = {kind: job.remote.upload(paths) for kind, paths in parts.items()}
+        outcome = GroupOutcome(
+            partition=p,
+            bucket=bucket,
+            raw_keys=groups.raw_keys,
+            event_ids=groups.event_ids(),
+            event_count=grouped.event_count,
+            duplicates=quality.duplicates if quality.duplicates.height else empty(DUPLICATES),
+            gaps=quality.gaps if quality.gaps.height else empty(GAPS),
+            by_key=quality.by_key if quality.by_key.height else empty(KEY_STATS),
+            lateness=lateness.cast(dict(LATENESS)),  # type: ignore[arg-type]
+            corrections=groups.corrections(),
+            counts=groups.counts(),
+            parts=parts,
+        )
+        yield object_row(GROUP_KIND, p, outcome)
 
 
 def outcome_of(row: Row) -> GroupOutcome:
