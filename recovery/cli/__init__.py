@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from recovery import __version__
 from recovery.errors import RecoveryError
+from recovery.memory import tune_allocators
 
 EPILOG = """\
 examples:
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recovery`` console script."""
+    tune_allocators()  # before polars is imported by the verbs
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

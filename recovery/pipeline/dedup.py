@@ -236,7 +236,10 @@ class KeyGroupDedup:
         """Each group's unique EVENTS in event-time order (a group is released once the next is asked for)."""
         while self._pending:
             source, seqs = self._pending.pop(0)
-            unique, duplicates = drop_duplicates(source if isinstance(source, pl.DataFrame) else source.collect())
+            # streamed: the spool's parts are filtered as they are read, not loaded whole first
+            events = source if isinstance(source, pl.DataFrame) else source.collect(engine="streaming")
+            unique, duplicates = drop_duplicates(events)
+            del events
             del source
             gaps = seq_gaps(unique, seqs, self.coverage)
             self._duplicates.append(duplicates)
@@ -289,10 +292,14 @@ def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | No
     groups = sizes.select("key", group.cast(pl.Int64).alias("_group"))
     if groups.get_column("_group").n_unique() < 2:
         return None
-    # ids with copies: their 64-bit hashes first (a u64 table instead of one of every id's string), then the
-    # exact check on the few rows whose hash repeats (every copy of an id has its hash, so none is missed)
+    # ids with copies: their 64-bit hashes first, sorted so that repeats are neighbours (8 bytes per event, no
+    # hash table: 2.6M events peaked 80 MB higher with is_duplicated), then the exact check on the few rows whose
+    # hash repeats (every copy of an id has its hash, so none is missed)
     hashed = pl.col("event_id").hash()
-    repeats = events.select(hashed.alias("_h")).filter(pl.col("_h").is_duplicated()).unique().collect()
+    ids = events.select(hashed.alias("_h")).collect(engine="streaming").get_column("_h").sort()
+    later = ids.slice(1)
+    repeats = later.filter(later == ids.slice(0, max(ids.len() - 1, 0))).unique().to_frame()
+    del ids, later
     candidates = events.select("event_id", "key").filter(hashed.is_in(repeats.get_column("_h").implode()))
     repeated = candidates.filter(pl.col("event_id").is_duplicated()).collect()
     if repeated.height:

@@ -40,6 +40,8 @@ from recovery.frames import (
     empty,
     events_schema,
 )
+from recovery.kafka.client import KAFKA_PYTHON, check_client
+from recovery.memory import trim_memory
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare, summary_counts
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, PARTITION_STATS, Coverage, DedupResult, KeyGroupDedup
@@ -47,9 +49,9 @@ from recovery.pipeline.spool import EventSink, OutputSink, Spool, scan_parts
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
 from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
-from recovery.replay.pool import cached_reader, run_tasks, trim_memory
+from recovery.replay.pool import cached_reader, run_tasks
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
-from recovery.source import FileSource, KafkaSource, Source
+from recovery.source import KafkaSource, Source
 from recovery.spec import PipelineSpec
 
 # Records per replayed batch: each is validated (or decoded) as it arrives and spooled (Arrow IPC); the
@@ -59,9 +61,10 @@ from recovery.spec import PipelineSpec
 # 760 MB per worker, 20k / 150k at 526 MB for about the same CPU time.
 BATCH_RECORDS = 20_000
 GROUP_ROWS = 150_000
-# A worker process is started afresh for each partition above this many planned records (raw + outputs), so
-# what one partition's frames left behind in the allocator is not carried into the next; below it, starting
-# a process (about 0.9 CPU s of imports) costs more than it saves: workers then take several partitions.
+# Where partitions run in worker processes (kafka-python reads: it decodes in Python), a process is started
+# afresh for each partition above this many planned records (raw + outputs), so what one partition's frames
+# left behind in the allocator is not carried into the next; below it, starting a process (about 0.9 CPU s of
+# imports) costs more than it saves: workers then take several partitions.
 FRESH_PROCESS_RECORDS = 1_000_000
 # the steps whose wall time each partition measures (as the in-memory engine does for the whole range)
 STEPS: tuple[str, ...] = ("truth", "originals", "compare")
@@ -248,12 +251,13 @@ def recover_key_groups(
         truths.write(truth)
         timings["truth"] += time.monotonic() - mark
         if originals is not None:
-            compare_part(originals.filter(pl.col("key").is_in(keys.implode())).collect(), truth)
+            mine = originals.filter(pl.col("key").is_in(keys.implode()))
+            compare_part(mine.collect(engine="streaming"), truth)  # streamed: the parts filtered as they are read
         del truth
         mark = time.monotonic()
     if originals is not None:
         known = pl.Series(results.raw_keys, dtype=pl.String).implode()
-        orphans = originals.filter(~pl.col("key").is_in(known)).collect()
+        orphans = originals.filter(~pl.col("key").is_in(known)).collect(engine="streaming")
         if orphans.height:
             compare_part(orphans, empty(RESULTS))
     return results
@@ -453,13 +457,15 @@ def _planned(task: PartitionTask) -> int:
 
 
 def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> list[PartitionOutcome]:
+    first = tasks[0].raw_source if tasks else None
     with PartitionProgress(label, enabled=show) as progress:
         return run_tasks(
             recover_partition,
             tasks,
             workers=workers,
             progress=progress,
-            in_process=isinstance(tasks[0].raw_source, FileSource) if tasks else True,
+            in_process=not isinstance(first, KafkaSource),
+            processes=isinstance(first, KafkaSource) and check_client(tasks[0].client, first) == KAFKA_PYTHON,
             fresh_process_per_task=any(_planned(task) > FRESH_PROCESS_RECORDS for task in tasks),
         )
 

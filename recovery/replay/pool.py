@@ -1,20 +1,24 @@
-"""The one worker pool of replay and recover: partitions as tasks, in this process or in spawned workers.
+"""The one worker pool of replay and recover: partitions as tasks, on threads of this process or in spawned workers.
 
 A task function takes ``(task, progress)`` and must live at module level (workers are spawned, so it is
-pickled by name). Workers report progress through a queue that the parent drains into its bars, and keep
-one reader per (source, client) for all their tasks (:func:`cached_reader`).
+pickled by name). Threads are the default: the readers (librdkafka, the compiled reader) and polars work
+without the interpreter's lock, and one process's allocators serve every partition (no second copy of the
+libraries and of the freed pages). Readers that decode in Python (kafka-python) run in spawned worker
+processes instead, which report progress through a queue that the parent drains into its bars. Each thread or
+worker keeps one reader per (source, client) for all its tasks (:func:`cached_reader`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext, suppress
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
+from recovery.memory import allocator_settings
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
 from recovery.replay.readers import Reader, reader_for
 from recovery.source import Source
@@ -23,46 +27,44 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _QUEUE: Any = None
-_READERS: dict[Any, Reader] = {}
-
-# The workers' allocators give freed memory back instead of keeping it for later: glibc (the compiled reader's
-# Arrow buffers) with two arenas, polars' jemalloc with no decay delay. A partition's read leaves hundreds of MB
-# of freed pages behind otherwise, which the next step's peak adds to (docs/benchmarks.md). Read at a process's
-# start, so set for the spawned workers only; a value already in the environment is kept.
-WORKER_ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "2", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0"}
+_READERS: dict[Any, Reader] = {}  # by (source, client, thread)
+_READERS_LOCK = threading.Lock()
 
 
 @contextmanager
 def _worker_environment() -> Iterator[None]:
-    """:data:`WORKER_ALLOCATOR_ENV` in the environment the workers are spawned with, then as it was."""
-    added = {k: v for k, v in WORKER_ALLOCATOR_ENV.items() if k not in os.environ}
-    os.environ.update(added)
+    """The allocator settings (:data:`recovery.memory.ALLOCATOR_ENV`) in the environment the workers are spawned
+    with, then the environment as it was."""
+    saved = {name: os.environ.get(name) for name in ("MALLOC_ARENA_MAX", "_RJEM_MALLOC_CONF")}
+    os.environ.update(allocator_settings(os.environ))
     try:
         yield
     finally:
-        for k in added:
-            os.environ.pop(k, None)
-
-
-def trim_memory() -> None:
-    """Return glibc's free heap pages to the system now (a no-op where the C library is not glibc)."""
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def cached_reader(source: Source, client: str) -> Reader:
-    """This process's reader of ``source`` (opened on first use, kept for the next tasks)."""
-    reader = _READERS.get((source, client))
+    """This thread's reader of ``source`` (opened on first use, kept for its next tasks)."""
+    key = (source, client, threading.get_ident())
+    reader = _READERS.get(key)
     if reader is None:
-        reader = _READERS[(source, client)] = reader_for(source, client)
+        reader = reader_for(source, client)
+        with _READERS_LOCK:
+            _READERS[key] = reader
     return reader
 
 
 def close_readers() -> None:
     """Close the readers :func:`cached_reader` opened in this process."""
-    for reader in _READERS.values():
+    with _READERS_LOCK:
+        readers = list(_READERS.values())
+        _READERS.clear()
+    for reader in readers:
         reader.close()
-    _READERS.clear()
 
 
 def _init_worker(queue: Any) -> None:
@@ -82,17 +84,25 @@ def run_tasks(
     workers: int,
     progress: PartitionProgress,
     in_process: bool = False,
+    processes: bool = False,
     fresh_process_per_task: bool = False,
 ) -> list[R]:
     """``fn(task, progress)`` for every task, results in task order.
 
-    One task, one worker or ``in_process`` (archive files: one process reads them best) run here; otherwise
-    up to ``workers`` spawned processes. ``fresh_process_per_task``: what one task's frames left behind in
-    the allocator is not carried into the next (peak memory is one task's, not the sum of their fragments).
+    One task, one worker or ``in_process`` (archive files: one thread reads them best) run here, one after the
+    other; otherwise up to ``workers`` threads, or with ``processes`` up to ``workers`` spawned processes.
+    ``fresh_process_per_task`` (processes only): what one task's frames left behind in the allocator is not
+    carried into the next. A failed task stops the tasks not yet started; its error is raised.
     """
     if workers <= 1 or len(tasks) <= 1 or in_process:
         try:
             return [fn(task, progress) for task in tasks]
+        finally:
+            close_readers()
+    if not processes:
+        try:
+            with ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="recovery-task") as threads:
+                return _results([threads.submit(fn, task, progress) for task in tasks])
         finally:
             close_readers()
     ctx = multiprocessing.get_context("spawn")
@@ -108,5 +118,14 @@ def run_tasks(
         ) as pool,
         progress.draining(queue) if queue is not None else nullcontext(),
     ):
-        futures = [pool.submit(_in_worker, fn, task) for task in tasks]
+        return _results([pool.submit(_in_worker, fn, task) for task in tasks])
+
+
+def _results(futures: list[Future[R]]) -> list[R]:
+    """The futures' results in order; on the first error (or an interrupt) the ones not started are cancelled."""
+    try:
         return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

@@ -1,43 +1,78 @@
-"""The worker pool: results in task order, and the allocator settings the spawned workers start with."""
+"""The worker pool: results in task order, on threads by default, in spawned processes on request (with the
+allocator settings they start with), and a failed task stops the tasks not yet started."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
-from recovery.replay.pool import WORKER_ALLOCATOR_ENV, run_tasks, trim_memory
+from recovery.memory import ALLOCATOR_ENV, trim_memory
+from recovery.replay.pool import run_tasks
 from recovery.replay.progress import PartitionProgress
 
 
-def allocator_settings(name: str, progress: object) -> tuple[str, str | None, int]:
-    """What a task sees: its name, the worker's allocator setting and its process id."""
-    return name, os.environ.get("MALLOC_ARENA_MAX"), os.getpid()
+def where(name: str, progress: object) -> tuple[str, str | None, str | None, int, str]:
+    """What a task sees: its name, the allocator settings of its process, its process id and thread name."""
+    env = os.environ
+    return name, env.get("MALLOC_ARENA_MAX"), env.get("_RJEM_MALLOC_CONF"), os.getpid(), threading.current_thread().name
+
+
+def slow_or_failing(name: str, progress: object) -> str:
+    if name == "bad":
+        raise ValueError("task bad failed")
+    time.sleep(0.2)
+    return name
 
 
 def quiet() -> PartitionProgress:
     return PartitionProgress("test", enabled=False)
 
 
+def test_tasks_run_on_threads_of_this_process_in_task_order() -> None:
+    found = run_tasks(where, ["a", "b", "c", "d"], workers=2, progress=quiet())
+    assert [name for name, *_ in found] == ["a", "b", "c", "d"]
+    assert {pid for *_, pid, _ in found} == {os.getpid()}
+    threads = {thread for *_, thread in found}
+    assert threading.current_thread().name not in threads
+    assert 1 <= len(threads) <= 2
+
+
+def test_a_failed_task_raises_and_the_tasks_not_started_are_cancelled() -> None:
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="task bad failed"):
+        run_tasks(slow_or_failing, ["bad", "a", *[f"later{i}" for i in range(20)]], workers=2, progress=quiet())
+    assert time.monotonic() - started < 2.0  # 20 later tasks of 0.2 s each on 2 threads would take 2 s
+
+
 def test_spawned_workers_start_with_the_allocator_settings_and_the_parent_keeps_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    found = run_tasks(allocator_settings, ["a", "b", "c"], workers=2, progress=quiet())
-    assert [name for name, _, _ in found] == ["a", "b", "c"]
-    assert {setting for _, setting, _ in found} == {WORKER_ALLOCATOR_ENV["MALLOC_ARENA_MAX"]}
-    assert os.getpid() not in {pid for _, _, pid in found}
+    before = os.environ.get("_RJEM_MALLOC_CONF")  # polars' own value once it is imported
+    found = run_tasks(where, ["a", "b", "c"], workers=2, progress=quiet(), processes=True)
+    assert [name for name, *_ in found] == ["a", "b", "c"]
+    assert {arenas for _, arenas, *_ in found} == {ALLOCATOR_ENV["MALLOC_ARENA_MAX"]}
+    # polars puts its defaults in front when the worker imports it; the last value of an option wins
+    assert all(conf and conf.endswith(ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]) for _, _, conf, *_ in found)
+    assert os.getpid() not in {pid for *_, pid, _ in found}
     assert "MALLOC_ARENA_MAX" not in os.environ  # restored once the workers are spawned
+    assert os.environ.get("_RJEM_MALLOC_CONF") == before
 
 
 def test_a_setting_already_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    found = run_tasks(allocator_settings, ["a", "b"], workers=2, progress=quiet())
-    assert {setting for _, setting, _ in found} == {"8"}
+    monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:700")
+    found = run_tasks(where, ["a", "b"], workers=2, progress=quiet(), processes=True)
+    assert {arenas for _, arenas, *_ in found} == {"8"}
+    assert all(conf and conf.endswith("dirty_decay_ms:700") for _, _, conf, *_ in found)
     assert os.environ["MALLOC_ARENA_MAX"] == "8"
 
 
 def test_one_worker_runs_here_and_trimming_is_harmless() -> None:
     trim_memory()
-    found = run_tasks(allocator_settings, ["a"], workers=2, progress=quiet())
-    assert found[0][2] == os.getpid()
+    found = run_tasks(where, ["a"], workers=2, progress=quiet())
+    assert found[0][3] == os.getpid()
+    assert found[0][4] == threading.current_thread().name
