@@ -1,6 +1,8 @@
 """The ``recovery`` command line: a thin layer that parses arguments and calls one package function.
 
-Each ``cmd_*.py`` module in this package contributes its verbs through ``register(subparsers)``.
+Each ``cmd_*.py`` module in this package contributes one verb, its name with ``-`` for ``_``, through
+``register(subparsers)``. A command line that names a verb imports that verb's module only (the others import
+half of the package); help and mistakes get the parser of every verb.
 A :class:`~recovery.errors.RecoveryError` becomes one line on stderr and a non-zero exit.
 """
 
@@ -29,8 +31,13 @@ KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_P
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every verb registered."""
+def verb_modules() -> list[str]:
+    """The names of the verb modules (``cmd_*``), sorted."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if info.name.startswith("cmd_"))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every verb registered, or only the verb of the module ``only``."""
     parser = argparse.ArgumentParser(
         prog="recovery",
         description="Recover and recalculate missing or wrong results of a Kafka event pipeline.",
@@ -39,18 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"recovery {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            module.register(sub)
+    for name in verb_modules():
+        if only is None or name == only:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
+
+
+def _module_of_verb(argv: Sequence[str]) -> str | None:
+    """The module of the verb ``argv`` names first (None for help, the version or a word that is no verb)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None  # an option before the verb: only --help and --version exist there
+        name = "cmd_" + arg.replace("-", "_")
+        return name if name in verb_modules() else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recovery`` console script."""
     tune_allocators()  # before polars is imported by the verbs
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_module_of_verb(args_list))
+    args = parser.parse_args(args_list)
     try:
         result = args.func(args)
     except RecoveryError as exc:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,27 @@ def test_spark_options_are_checked_before_anything_is_read(
     assert main([*where, "--spark-master", "local[two]"]) == 2
     assert "unknown Spark master 'local[two]'" in capsys.readouterr().err
     assert not (tmp_path / "fixes").exists()
+
+
+def test_a_verb_imports_its_own_module_only() -> None:
+    """`recovery VERB ...` builds the parser of that verb alone: the other verbs' modules are not imported."""
+    code = (
+        "import sys\n"
+        "from recovery.cli import main\n"
+        "try:\n"
+        "    main(['recompute', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('MODULES', sorted(m for m in sys.modules if m.startswith('recovery.cli.cmd_')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--emulate-grace" in out  # the verb's own help
+    assert out.splitlines()[-1] == "MODULES ['recovery.cli.cmd_recompute']"
+
+
+def test_a_word_that_is_no_verb_gets_the_full_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["recomptue", "--spec", "x"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'recomptue'" in err
+    assert "recompute" in err and "publish" in err
