@@ -49,7 +49,7 @@ from recovery.pipeline.spool import EventSink, OutputSink, Spool, scan_parts
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
 from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
-from recovery.replay.pool import cached_reader, run_tasks
+from recovery.replay.pool import cached_reader, run_tasks, stop_point
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import KafkaSource, Source
 from recovery.spec import PipelineSpec
@@ -243,6 +243,7 @@ def recover_key_groups(
 
     mark = time.monotonic()
     for unique in grouped.groups():
+        stop_point()
         keys = unique.get_column("key").unique()
         results.raw_keys.extend(keys.to_list())
         results.hashes.append(unique.get_column("event_id").hash())

@@ -31,7 +31,7 @@ from recovery.frames import RECORDS, empty
 from recovery.kafka.client import DEFAULT_CLIENT, KAFKA_PYTHON, check_client
 from recovery.records.validate import validate
 from recovery.replay.plan import DEFAULT_SLACK_MS, KAFKA_TIME, PartitionPlan, Snapshot, label, plan
-from recovery.replay.pool import cached_reader, run_tasks
+from recovery.replay.pool import cached_reader, run_tasks, stop_point
 from recovery.replay.progress import PartitionProgress, ProgressSink, progress_enabled
 from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink
 from recovery.source import SIDECAR, FileSource, KafkaSource, Source
@@ -208,19 +208,28 @@ class ReadSpan:
         need: LookbackNeed | None,
         after_each: Callable[[int], None] | None = None,
     ) -> None:
-        """Each non-empty frame to ``sink`` (and its events to ``need``), counted; ``after_each(records)``."""
-        for frame in frames:
-            if frame.height == 0:
-                continue
-            events = sink.add(frame)
-            lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
-            self.first = lo if self.first is None else min(self.first, lo)
-            self.last = hi if self.last is None else max(self.last, hi)
-            if need is not None:
-                need.add(frame, events=events)
-            self.records += frame.height
-            if after_each is not None:
-                after_each(self.records)
+        """Each non-empty frame to ``sink`` (and its events to ``need``), counted; ``after_each(records)``.
+
+        A reader's generator is closed here whatever happens (its reader is then still open to clean up)."""
+        iterator = iter(frames)
+        try:
+            for frame in iterator:
+                stop_point()
+                if frame.height == 0:
+                    continue
+                events = sink.add(frame)
+                lo, hi = frame.item(0, "offset"), frame.item(frame.height - 1, "offset")
+                self.first = lo if self.first is None else min(self.first, lo)
+                self.last = hi if self.last is None else max(self.last, hi)
+                if need is not None:
+                    need.add(frame, events=events)
+                self.records += frame.height
+                if after_each is not None:
+                    after_each(self.records)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
 
 def run_partition(

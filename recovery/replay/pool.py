@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -29,6 +29,18 @@ R = TypeVar("R")
 _QUEUE: Any = None
 _READERS: dict[Any, Reader] = {}  # by (source, client, thread)
 _READERS_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set while the tasks on threads are asked to stop (a failure, an interrupt)
+
+
+class TaskStopped(Exception):
+    """Raised in a task on a thread at its next :func:`stop_point` once the pool stops (nobody sees its result)."""
+
+
+def stop_point() -> None:
+    """Where a long task may stop: between batches and key groups. Threads cannot be interrupted like worker
+    processes, so a failed task or Ctrl-C stops the others here instead of after their whole partition."""
+    if _STOPPING.is_set():
+        raise TaskStopped("stopped: another task failed or the run was interrupted")
 
 
 @contextmanager
@@ -102,8 +114,13 @@ def run_tasks(
     if not processes:
         try:
             with ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="recovery-task") as threads:
-                return _results([threads.submit(fn, task, progress) for task in tasks])
+                try:
+                    return _results([threads.submit(fn, task, progress) for task in tasks])
+                except BaseException:
+                    _STOPPING.set()  # the running tasks stop at their next stop point; the pool waits for them
+                    raise
         finally:
+            _STOPPING.clear()
             close_readers()
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue() if progress.enabled else None
@@ -122,8 +139,17 @@ def run_tasks(
 
 
 def _results(futures: list[Future[R]]) -> list[R]:
-    """The futures' results in order; on the first error (or an interrupt) the ones not started are cancelled."""
+    """The futures' results in order. The first error (or an interrupt) is raised as soon as it happens, with the
+    futures not started cancelled."""
     try:
+        pending: set[Future[R]] = set(futures)
+        while pending:
+            # woken up now and then: a signal (Ctrl-C) may have been delivered to another thread, and Python
+            # runs its handler in the main thread only when that thread runs
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
         return [future.result() for future in futures]
     except BaseException:
         for future in futures:

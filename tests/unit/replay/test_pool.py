@@ -4,13 +4,16 @@ allocator settings they start with), and a failed task stops the tasks not yet s
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from recovery.memory import ALLOCATOR_ENV, trim_memory
-from recovery.replay.pool import run_tasks
+from recovery.replay.pool import run_tasks, stop_point
 from recovery.replay.progress import PartitionProgress
 
 
@@ -22,8 +25,11 @@ def where(name: str, progress: object) -> tuple[str, str | None, str | None, int
 
 def slow_or_failing(name: str, progress: object) -> str:
     if name == "bad":
+        time.sleep(0.1)  # the long task is running by then
         raise ValueError("task bad failed")
-    time.sleep(0.2)
+    for _ in range(100 if name == "long" else 4):  # 5 s for the long one, unless it is stopped
+        time.sleep(0.05)
+        stop_point()
     return name
 
 
@@ -40,11 +46,14 @@ def test_tasks_run_on_threads_of_this_process_in_task_order() -> None:
     assert 1 <= len(threads) <= 2
 
 
-def test_a_failed_task_raises_and_the_tasks_not_started_are_cancelled() -> None:
+def test_a_failed_task_stops_the_running_one_and_cancels_the_rest() -> None:
     started = time.monotonic()
     with pytest.raises(ValueError, match="task bad failed"):
-        run_tasks(slow_or_failing, ["bad", "a", *[f"later{i}" for i in range(20)]], workers=2, progress=quiet())
-    assert time.monotonic() - started < 2.0  # 20 later tasks of 0.2 s each on 2 threads would take 2 s
+        run_tasks(slow_or_failing, ["long", "bad", *[f"later{i}" for i in range(20)]], workers=2, progress=quiet())
+    # the long task alone takes 5 s, the 20 later ones 2 s on 2 threads: it stopped at its next stop point
+    assert time.monotonic() - started < 1.0
+    # the next run is not stopped
+    assert run_tasks(slow_or_failing, ["a", "b"], workers=2, progress=quiet()) == ["a", "b"]
 
 
 def test_spawned_workers_start_with_the_allocator_settings_and_the_parent_keeps_its_own(
@@ -76,3 +85,41 @@ def test_one_worker_runs_here_and_trimming_is_harmless() -> None:
     found = run_tasks(where, ["a"], workers=2, progress=quiet())
     assert found[0][3] == os.getpid()
     assert found[0][4] == threading.current_thread().name
+
+
+INTERRUPTED = """
+import sys, time
+from recovery.replay.pool import run_tasks, stop_point
+from recovery.replay.progress import PartitionProgress
+
+def long(name, progress):
+    for _ in range(200):  # 10 s unless stopped
+        time.sleep(0.05)
+        stop_point()
+    return name
+
+print("started", flush=True)
+started = time.monotonic()
+try:
+    run_tasks(long, ["a", "b", "c"], workers=2, progress=PartitionProgress("t", enabled=False))
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - started:.1f}", flush=True)
+"""
+
+
+def test_ctrl_c_stops_the_tasks_on_threads_at_once() -> None:
+    """SIGINT may be delivered to any thread; the main thread still notices it and the tasks stop."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0
+    seconds = float(out.split()[-1])
+    assert out.startswith("interrupted") and seconds < 3.0  # the tasks would take 10 s
