@@ -54,7 +54,8 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=usable_cores(),
-        help=f"worker processes, one partition each at a time (default: the usable cores, {usable_cores()} here)",
+        help=f"partitions worked on at a time, one per worker thread (processes for kafka-python) (default: the usable "
+        f"cores, {usable_cores()} here)",
     )
     parser.add_argument(
         "--slack-ms",

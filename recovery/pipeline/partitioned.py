@@ -2,9 +2,9 @@
 
 Work is partitioned by key: a key's raw events live in one partition of the raw topic, and the live worker
 publishes its results to the same partition number of the output topic (same key, same partition count,
-the default partitioner). So each partition is recovered on its own, in a worker process: its raw records
+the default partitioner). So each partition is recovered on its own, on a worker thread: its raw records
 (with lookback) are validated and its outputs decoded batch by batch as they are read, and spooled to
-spooled parts in a work directory; then dedup, recompute and compare run key group by key group, and only
+parts in a work directory; then dedup, recompute and compare run key group by key group, and only
 what is small goes back (corrections, summary counts, quarantine, quality figures). The big frames
 (comparison, truth, originals) stay in the parts and are read back only on demand. Peak memory is then
 one partition's working set per worker, whatever the length of the range.

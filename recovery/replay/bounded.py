@@ -8,8 +8,8 @@ after their event time). Count-based windows (``sma``) need the last N-1 events 
 range: the replay steps back per partition in chunks until every key with events in the range has enough
 earlier events, or its history starts (seq 1), or the partition does.
 
-Partitions are read by ``workers`` processes, each returning polars frames or writing Parquet parts
-(``out_dir``: bounded memory). The per-record work is collecting bytes into lists; frames are built in bulk.
+Partitions are read by ``workers`` threads (processes for kafka-python), each returning polars frames or writing
+Parquet parts (``out_dir``: bounded memory). Frames are built in bulk, never a Python object per record field.
 The same planning and stepping run on archive files (:class:`~recovery.source.FileSource`), so a replay of
 an export selects exactly the records the Kafka replay did.
 """

@@ -1,7 +1,8 @@
 """Progress bars per partition (events, events/s, ETA) for long replays and publishes.
 
 Shown only on a terminal: disabled when stderr is not a TTY (CI, notebooks, pipes) or when ``quiet``.
-Worker processes report through a queue; :class:`PartitionProgress` drains it in a thread.
+Worker threads update the bars directly; worker processes report through a queue that
+:class:`PartitionProgress` drains in a thread.
 """
 
 from __future__ import annotations
