@@ -11,7 +11,7 @@ minus event time).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,22 +200,28 @@ class KeyGroupDedup:
         fields: FieldsSpec | EventsSpec | None = None,
         max_rows: int | None = None,
         coverage: Coverage | None = None,
+        split: Callable[[pl.DataFrame], Mapping[int, pl.LazyFrame]] | None = None,
     ) -> None:
+        """``split``: given the (key, _group) of every key, each group's events (instead of a filter of ``events``
+        per group, which reads all of them each time)."""
         if quarantine is not None:
             require_columns(quarantine, QUARANTINE, "QUARANTINE")
         schema = events_like(events.collect_schema() if isinstance(events, pl.LazyFrame) else events.schema)
         if isinstance(events, pl.DataFrame):
             require_columns(events, schema, "EVENTS")
         lazy = events.lazy() if isinstance(events, pl.DataFrame) else events
-        lazy = lazy.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+        columns = [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+        lazy = lazy.select(columns)
         self.schema = schema
         seqs = quarantined_seqs(quarantine, fields) if quarantine is not None else None
         group = _key_groups(lazy, max_rows)
+        self.key_groups = group  # (key, _group), None for one group
         self._pending: list[tuple[pl.DataFrame | pl.LazyFrame, pl.DataFrame | None]]
         if group is None:
             self._pending = [(lazy, seqs)]
         else:
             labelled = seqs.join(group, on="key", how="left") if seqs is not None else None
+            parts = split(group) if split is not None else None
             self._pending = []
             for g, keys in group.group_by("_group").agg("key").sort("_group").iter_rows():
                 mine = pl.Series(keys, dtype=pl.String).implode()
@@ -223,7 +229,8 @@ class KeyGroupDedup:
                 if labelled is not None:  # seqs of keys without a valid event go with the first group
                     in_group = pl.col("_group") == g if g else pl.col("_group").fill_null(0) == 0
                     group_seqs = labelled.filter(in_group).drop("_group")
-                self._pending.append((lazy.filter(pl.col("key").is_in(mine)), group_seqs))
+                source = parts[g].select(columns) if parts is not None else lazy.filter(pl.col("key").is_in(mine))
+                self._pending.append((source, group_seqs))
         self.coverage = coverage
         self.event_count = 0
         self._duplicates: list[pl.DataFrame] = []

@@ -150,18 +150,35 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     timings["originals"] += time.monotonic() - mark
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
+    # The spooled events and outputs are split by group in one pass each (a scan per group read them all).
+    split: list[Spool] = []
+
+    def events_by_group(key_groups: pl.DataFrame) -> dict[int, pl.LazyFrame]:
+        spools = events.split_by(key_groups)
+        split.extend(spools.values())
+        events.remove()
+        return by_group(spools, key_groups, events.schema)
+
     grouped = KeyGroupDedup(
         events.lazy(),
         quarantine=quarantine,
         fields=spec.layout,
         max_rows=None if task.emulate_grace else GROUP_ROWS,
         coverage=Coverage({p: raw_read.coverage}, task.to_ms),
+        split=events_by_group,
     )
+    published: pl.LazyFrame | GroupedOriginals | None = None
+    if outputs_read is not None:
+        published = originals.lazy()
+        if grouped.key_groups is not None:
+            spools = originals.split_by(grouped.key_groups)
+            split.extend(spools.values())
+            published = GroupedOriginals(grouped.key_groups, by_group(spools, grouped.key_groups, OUTPUTS))
     truths = Spool(task.work_dir, "truth", p, RESULTS)
     comparisons = Spool(task.work_dir, "comparison", p, COMPARISON)
     groups = recover_key_groups(
         grouped,
-        originals.lazy() if outputs_read is not None else None,
+        published,
         spec,
         task.from_ms,
         task.to_ms,
@@ -173,6 +190,8 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         timings=timings,
     )
     events.remove()
+    for spool in split:
+        spool.remove()
     return PartitionOutcome(
         partition=p,
         raw_read=raw_read,
@@ -191,6 +210,29 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         skew=events_sink.skew,
         timings_s=timings,
     )
+
+
+def by_group(spools: dict[int, Spool], key_groups: pl.DataFrame, schema: pl.Schema) -> dict[int, pl.LazyFrame]:
+    """Each group's rows (an empty frame for a group without any), and group -1: keys in no group."""
+    ids = {*key_groups.get_column("_group").unique().to_list(), -1}
+    return {g: spools[g].lazy() if g in spools else empty(schema).lazy() for g in ids}
+
+
+@dataclass
+class GroupedOriginals:
+    """The published outputs spooled by key group: a group's outputs are read without the others'."""
+
+    key_groups: pl.DataFrame  # (key, _group)
+    parts: dict[int, pl.LazyFrame]  # by group; -1: outputs of keys without a valid raw event
+
+    def of(self, keys: pl.Series) -> pl.LazyFrame:
+        wanted = self.key_groups.filter(pl.col("key").is_in(keys.implode())).get_column("_group").unique()
+        frames = [self.parts[g] for g in sorted(wanted.to_list())]
+        whole = pl.concat(frames) if frames else empty(OUTPUTS).lazy()
+        return whole.filter(pl.col("key").is_in(keys.implode()))
+
+    def others(self, known: pl.Series) -> pl.LazyFrame:
+        return self.parts[-1].filter(~pl.col("key").is_in(known.implode()))
 
 
 @dataclass
@@ -214,7 +256,7 @@ class KeyGroupResults:
 
 def recover_key_groups(
     grouped: KeyGroupDedup,
-    originals: pl.LazyFrame | None,
+    originals: pl.LazyFrame | GroupedOriginals | None,
     spec: PipelineSpec,
     from_ms: int,
     to_ms: int,
@@ -252,13 +294,20 @@ def recover_key_groups(
         truths.write(truth)
         timings["truth"] += time.monotonic() - mark
         if originals is not None:
-            mine = originals.filter(pl.col("key").is_in(keys.implode()))
+            if isinstance(originals, GroupedOriginals):
+                mine = originals.of(keys)
+            else:
+                mine = originals.filter(pl.col("key").is_in(keys.implode()))
             compare_part(mine.collect(engine="streaming"), truth)  # streamed: the parts filtered as they are read
         del truth
         mark = time.monotonic()
     if originals is not None:
-        known = pl.Series(results.raw_keys, dtype=pl.String).implode()
-        orphans = originals.filter(~pl.col("key").is_in(known)).collect(engine="streaming")
+        known = pl.Series(results.raw_keys, dtype=pl.String)
+        if isinstance(originals, GroupedOriginals):
+            others = originals.others(known)
+        else:
+            others = originals.filter(~pl.col("key").is_in(known.implode()))
+        orphans = others.collect(engine="streaming")
         if orphans.height:
             compare_part(orphans, empty(RESULTS))
     return results

@@ -14,6 +14,9 @@ from recovery.records.validate import validate
 from recovery.replay.plan import EVENT_TIME, KAFKA_TIME
 from recovery.spec import PipelineSpec
 
+# rows per part when a partition's spool is split by key group (a part per group at a time is buffered)
+SPLIT_ROWS = 20_000
+
 
 def scan_parts(paths: list[str], schema: pl.Schema) -> pl.LazyFrame:
     """Spooled parts (Arrow IPC) as one lazy frame in the order given; an empty frame of ``schema`` for none."""
@@ -28,6 +31,7 @@ class Spool:
     """
 
     def __init__(self, work_dir: str, name: str, partition: int, schema: pl.Schema) -> None:
+        self.work_dir, self.name, self.partition = work_dir, name, partition
         self.prefix = str(Path(work_dir) / f"{name}-p{partition:05d}")
         self.schema = schema
         self.paths: list[str] = []
@@ -45,6 +49,32 @@ class Spool:
         for path in self.paths:
             Path(path).unlink(missing_ok=True)
         self.paths = []
+
+    def split_by(self, groups: pl.DataFrame, rows_per_part: int = SPLIT_ROWS) -> dict[int, Spool]:
+        """This spool's rows spooled again by key group, in one pass: ``groups`` is (key, _group); keys not in it
+        go to group -1. Each group's rows keep their order; a group's buffer is written every ``rows_per_part``."""
+        spools: dict[int, Spool] = {}
+        pending: dict[int, list[pl.DataFrame]] = {}
+        counts: dict[int, int] = {}
+
+        def flush(group: int) -> None:
+            if group not in spools:
+                spools[group] = Spool(self.work_dir, f"{self.name}-g{group}", self.partition, self.schema)
+            spools[group].write(pl.concat(pending.pop(group)))
+            counts[group] = 0
+
+        labelled = groups.select("key", pl.col("_group").cast(pl.Int64))
+        for path in self.paths:
+            frame = pl.read_ipc(path).join(labelled, on="key", how="left", maintain_order="left")
+            frame = frame.with_columns(pl.col("_group").fill_null(-1))
+            for (group,), rows in frame.partition_by("_group", as_dict=True, include_key=False).items():
+                pending.setdefault(int(group), []).append(rows)
+                counts[int(group)] = counts.get(int(group), 0) + rows.height
+                if counts[int(group)] >= rows_per_part:
+                    flush(int(group))
+        for group in list(pending):
+            flush(group)
+        return spools
 
 
 class SpoolSink:

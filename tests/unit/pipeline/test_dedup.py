@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -10,6 +12,7 @@ from recovery.errors import DataError
 from recovery.frames import EVENTS, QUARANTINE
 from recovery.pipeline.dedup import DUPLICATES, KEY_STATS, PARTITION_STATS, KeyGroupDedup, dedup, lateness
 from recovery.pipeline.gaps import GAPS, Coverage, seq_gaps
+from recovery.pipeline.spool import Spool
 
 # partition, offset, timestamp_ms, event_id, key, seq, ts, price, volume
 ROWS = [
@@ -167,6 +170,49 @@ def test_dedup_in_key_groups_equals_dedup_of_everything(max_rows: int) -> None:
         assert_frame_equal(getattr(result, name), getattr(whole, name))
     assert result.counts() == whole.counts() and whole.counts()["gaps"] > 0 and whole.counts()["duplicates"] > 0
     assert result.events.height == 0 and result.event_count == whole.events.height
+
+
+@pytest.mark.parametrize("max_rows", [50, 200])
+def test_key_groups_read_from_a_spool_split_by_group_equal_dedup_of_everything(tmp_path: Path, max_rows: int) -> None:
+    frame, bad = random_events(2_000, seed=max_rows + 1)
+    whole = dedup(frame, quarantine=bad)
+    spool = Spool(str(tmp_path), "events", 0, frame.schema)
+    for start in range(0, frame.height, 300):  # parts as a replay spools them, in arrival order
+        spool.write(frame.slice(start, 300))
+    seen: list[pl.DataFrame] = []
+
+    def split(key_groups: pl.DataFrame) -> dict[int, pl.LazyFrame]:
+        seen.append(key_groups)
+        spools = spool.split_by(key_groups, rows_per_part=70)
+        return {g: spools[g].lazy() for g in key_groups.get_column("_group").unique()}
+
+    grouped = KeyGroupDedup(spool.lazy(), quarantine=bad, max_rows=max_rows, split=split)
+    parts = list(grouped.groups())
+    result = grouped.result()
+    assert len(seen) == 1 and len(parts) > 1
+    assert_frame_equal(pl.concat(parts).sort("key", "ts", "seq"), whole.events.sort("key", "ts", "seq"))
+    for name in ("duplicates", "gaps", "by_key", "by_partition"):
+        assert_frame_equal(getattr(result, name), getattr(whole, name))
+
+
+def test_a_spool_split_by_group_keeps_every_row_in_order_and_puts_unknown_keys_in_group_minus_one(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(str(tmp_path), "outputs", 3, pl.Schema({"key": pl.String, "n": pl.Int64}))
+    keys = ["a", "b", "c", "d"]
+    for part in range(5):
+        spool.write(pl.DataFrame({"key": [keys[i % 4] for i in range(40)], "n": range(part * 40, part * 40 + 40)}))
+    groups = pl.DataFrame({"key": ["a", "b", "c"], "_group": [0, 0, 7]})
+    split = spool.split_by(groups, rows_per_part=25)
+    assert sorted(split) == [-1, 0, 7]
+    expected = {0: ["a", "b"], 7: ["c"], -1: ["d"]}
+    for group, group_keys in expected.items():
+        rows = split[group].lazy().collect()
+        want = spool.lazy().filter(pl.col("key").is_in(group_keys)).collect()
+        assert_frame_equal(rows, want)  # the same rows in the same order
+    # a part is written once a group holds 25 rows: group 0 gets 20 rows a part (40, 40, 20), the others 10
+    assert [len(split[g].paths) for g in (0, 7, -1)] == [3, 2, 2]
+    assert len(spool.paths) == 5  # the spool itself is left as it was
 
 
 def test_an_event_id_under_two_keys_keeps_dedup_in_one_group() -> None:
