@@ -40,7 +40,6 @@ from recovery.frames import (
     empty,
     events_schema,
 )
-from recovery.kafka.client import KAFKA_PYTHON, check_client
 from recovery.memory import trim_memory
 from recovery.metrics.recompute import recompute
 from recovery.pipeline.compare import compare, summary_counts
@@ -49,7 +48,7 @@ from recovery.pipeline.spool import EventSink, OutputSink, Spool, scan_parts
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import PartitionJob, PartitionRead, ReplayResult, run_partition
 from recovery.replay.plan import KAFKA_TIME, PartitionPlan, Snapshot, plan
-from recovery.replay.pool import cached_reader, run_tasks, stop_point
+from recovery.replay.pool import cached_reader, decodes_in_python, run_tasks, stop_point
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, progress_enabled
 from recovery.source import KafkaSource, Source
 from recovery.spec import PipelineSpec
@@ -515,7 +514,7 @@ def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> li
             workers=workers,
             progress=progress,
             in_process=not isinstance(first, KafkaSource),
-            processes=isinstance(first, KafkaSource) and check_client(tasks[0].client, first) == KAFKA_PYTHON,
+            processes=first is not None and decodes_in_python(first, tasks[0].client),
             fresh_process_per_task=any(_planned(task) > FRESH_PROCESS_RECORDS for task in tasks),
         )
 

@@ -28,13 +28,13 @@ import polars as pl
 from recovery.errors import ConfigError, DataError
 from recovery.formats import EventsSpec
 from recovery.frames import RECORDS, empty
-from recovery.kafka.client import DEFAULT_CLIENT, KAFKA_PYTHON, check_client
+from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.records.validate import validate
 from recovery.replay.plan import DEFAULT_SLACK_MS, KAFKA_TIME, PartitionPlan, Snapshot, label, plan
-from recovery.replay.pool import cached_reader, run_tasks, stop_point
+from recovery.replay.pool import cached_reader, decodes_in_python, run_tasks, stop_point
 from recovery.replay.progress import PartitionProgress, ProgressSink, progress_enabled
 from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink
-from recovery.source import SIDECAR, FileSource, KafkaSource, Source
+from recovery.source import SIDECAR, FileSource, Source
 from recovery.spec import FieldsSpec, PipelineSpec
 from recovery.timerange import format_ms
 
@@ -315,7 +315,7 @@ def _run_all(
         workers=workers,
         progress=progress,
         in_process=isinstance(job.source, FileSource),
-        processes=isinstance(job.source, KafkaSource) and check_client(job.client, job.source) == KAFKA_PYTHON,
+        processes=decodes_in_python(job.source, job.client),
     )
     return {read.partition: read for read, _ in done}, [frame for _, frame in done if frame is not None]
 

@@ -18,10 +18,11 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, Thr
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from recovery.memory import allocator_settings
+from recovery.kafka.client import KAFKA_PYTHON, check_client
+from recovery.memory import ALLOCATOR_ENV, allocator_settings
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
 from recovery.replay.readers import Reader, reader_for
-from recovery.source import Source
+from recovery.source import KafkaSource, Source
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,7 +48,7 @@ def stop_point() -> None:
 def _worker_environment() -> Iterator[None]:
     """The allocator settings (:data:`recovery.memory.ALLOCATOR_ENV`) in the environment the workers are spawned
     with, then the environment as it was."""
-    saved = {name: os.environ.get(name) for name in ("MALLOC_ARENA_MAX", "_RJEM_MALLOC_CONF")}
+    saved = {name: os.environ.get(name) for name in ALLOCATOR_ENV}
     os.environ.update(allocator_settings(os.environ))
     try:
         yield
@@ -57,6 +58,11 @@ def _worker_environment() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def decodes_in_python(source: Source, client: str) -> bool:
+    """Whether ``client`` reads ``source`` in Python (kafka-python): its tasks then run in worker processes."""
+    return isinstance(source, KafkaSource) and check_client(client, source) == KAFKA_PYTHON
 
 
 def cached_reader(source: Source, client: str) -> Reader:
