@@ -314,6 +314,68 @@ impl Reader {
         })
     }
 
+    /// The partition ids of the topic, sorted; None when the broker does not know the topic.
+    fn partitions(&self, py: Python<'_>, timeout_ms: u64) -> PyResult<Option<Vec<i32>>> {
+        let consumer = self.consumer()?;
+        let topic = self.topic.clone();
+        let metadata = py
+            .allow_threads(|| consumer.fetch_metadata(Some(&topic), Duration::from_millis(timeout_ms)))
+            .map_err(|e| kafka_error(&e))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
+            return Ok(None);
+        };
+        if found.error().is_some() || found.partitions().is_empty() {
+            return Ok(None);
+        }
+        let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        Ok(Some(ids))
+    }
+
+    /// (log start, log end) of `partition`: the end is the last stable offset when reading committed records.
+    fn watermarks(&self, py: Python<'_>, partition: i32, timeout_ms: u64) -> PyResult<(i64, i64)> {
+        let consumer = self.consumer()?;
+        let topic = self.topic.clone();
+        py.allow_threads(|| {
+            consumer.fetch_watermarks(&topic, partition, Duration::from_millis(timeout_ms))
+        })
+        .map_err(|e| kafka_error(&e))
+    }
+
+    /// For each of `partitions`, the first offset whose timestamp is >= `ts_ms` (None: no such record), in one
+    /// request per broker.
+    fn offsets_at(
+        &self,
+        py: Python<'_>,
+        partitions: Vec<i32>,
+        ts_ms: i64,
+        timeout_ms: u64,
+    ) -> PyResult<Vec<Option<i64>>> {
+        let consumer = self.consumer()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(ts_ms.max(0)))
+                .map_err(|e| kafka_error(&e))?;
+        }
+        let found = py
+            .allow_threads(|| consumer.offsets_for_times(tpl, Duration::from_millis(timeout_ms)))
+            .map_err(|e| kafka_error(&e))?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            let elem = found.find_partition(&self.topic, *p);
+            if let Some(e) = &elem {
+                if let Err(err) = e.error() {
+                    return Err(kafka_error(&err));
+                }
+            }
+            out.push(match elem.map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o),
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
     /// Leave and release the consumer (idempotent).
     fn close(&mut self, py: Python<'_>) {
         let queue = self.queue.take();

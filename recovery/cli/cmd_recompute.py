@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         time_basis=args.time_basis,
         by_partition=True,  # bounded memory whatever the range's length (in memory if keys are not partitioned)
         work_near=out,
+        quality=False,  # the command writes truth and counts events: gaps and quality figures are not asked for
     )
     results = truth.lazy_results()
     sink_atomically(results, out)  # streamed from the spooled parts, partition by partition

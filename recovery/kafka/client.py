@@ -16,6 +16,7 @@ client. What the clients share (frames from column lists, the read loop, the fen
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -123,6 +124,12 @@ def check_client(client: str, source: KafkaSource | None = None) -> str:
             hint="pip install confluent-kafka (or use --client kafka-python)",
         )
     return client
+
+
+def close_soon(reader: RecordReader) -> None:
+    """Close ``reader`` on a thread of its own: a librdkafka consumer takes about 0.1 s to leave, which its
+    caller need not wait for (the interpreter waits for the thread before it exits)."""
+    threading.Thread(target=reader.close, name="recovery-close-reader").start()
 
 
 def kafka_reader(source: KafkaSource, client: str = DEFAULT_CLIENT) -> RecordReader:

@@ -52,6 +52,9 @@ _FETCH_CONFIG: dict[str, Any] = {
     "queued.max.messages.kbytes": 8 * 1024,
     "queued.min.messages": 50_000,
     "fetch.wait.max.ms": 10,
+    # connect at once instead of on demand: on demand, the first metadata request waited for the connection in
+    # about 50 ms more than it took (3 ms against 54 ms in 8 of 9 runs of opening a reader, on a local broker)
+    "enable.sparse.connections": False,
     # librdkafka (>= 2.1) postpones a partition's next fetch by this much whenever its queue is above the
     # thresholds above; the default 1 s leaves a fast reader idle (one partition read 3.3x slower with it)
     "fetch.queue.backoff.ms": 10,

@@ -140,5 +140,32 @@ class NativeReader:
             self._failed(exc, f"looking up offsets by time in {self.source.topic}[{partition}]")
         return found
 
+    def partitions(self) -> list[int] | None:
+        """The topic's partition ids, sorted (None: the broker does not know the topic)."""
+        try:
+            found: list[int] | None = self._reader.partitions(self._timeout_ms())
+        except RuntimeError as exc:
+            self._failed(exc, f"reading the metadata of {self.source.topic}")
+        return found
+
+    def watermarks(self, partition: int) -> tuple[int, int]:
+        """(log start, log end) of ``partition``; the end is the last stable offset for read_committed."""
+        try:
+            low, high = self._reader.watermarks(partition, self._timeout_ms())
+        except RuntimeError as exc:
+            self._failed(exc, f"reading offsets of {self.source.topic}[{partition}]")
+        return int(low), int(high)
+
+    def offsets_at(self, partitions: list[int], ts_ms: int) -> dict[int, int | None]:
+        """Per partition, the first offset whose timestamp is ``>= ts_ms`` (None: no such record), one request."""
+        try:
+            found = self._reader.offsets_at(partitions, ts_ms, self._timeout_ms())
+        except RuntimeError as exc:
+            self._failed(exc, f"looking up offsets by time in {self.source.topic}")
+        return dict(zip(partitions, found, strict=True))
+
+    def _timeout_ms(self) -> int:
+        return int(bootstrap_timeout_s(self.source.settings) * 1000)
+
     def close(self) -> None:
         self._reader.close()

@@ -65,9 +65,17 @@ class DedupResult:
     by_key: pl.DataFrame  # KEY_STATS
     by_partition: pl.DataFrame  # PARTITION_STATS
     event_count: int | None = None  # set when ``events`` was not kept (a recovery partition by partition)
+    measured: bool = True  # False: only the events and duplicates were counted (no gaps, no quality figures)
 
     def counts(self) -> dict[str, Any]:
-        """Totals for summaries and manifests (gaps outside what was read apart: not lost)."""
+        """Totals for summaries and manifests (gaps outside what was read apart: not lost); events and
+        duplicates only when the quality was not ``measured``."""
+        if not self.measured:
+            return {
+                "events": self.events.height if self.event_count is None else self.event_count,
+                "duplicates": self.duplicates.height,
+                "conflicting_duplicates": int(self.duplicates.get_column("conflicting").sum() or 0),
+            }
         inside = self.gaps.filter(~pl.col("outside_range"))
         outside = self.gaps.filter(pl.col("outside_range"))
         return {
@@ -190,6 +198,8 @@ class KeyGroupDedup:
     gaps and quality figures of all groups together, as :func:`dedup` of all events would. Keys are grouped
     into about ``max_rows`` events each (one group when None), unless some event id has copies under two
     keys of different groups: then one group, since the first copy of an event decides which key it has.
+    ``quality=False`` drops the duplicates and orders the events without measuring gaps and quality figures
+    (truth alone needs none of them): ``result()`` then says ``measured=False``.
     """
 
     def __init__(
@@ -201,6 +211,7 @@ class KeyGroupDedup:
         max_rows: int | None = None,
         coverage: Coverage | None = None,
         split: Callable[[pl.DataFrame], Mapping[int, pl.LazyFrame]] | None = None,
+        quality: bool = True,
     ) -> None:
         """``split``: given the (key, _group) of every key, each group's events (instead of a filter of ``events``
         per group, which reads all of them each time)."""
@@ -213,7 +224,8 @@ class KeyGroupDedup:
         columns = [pl.col(name).cast(dtype) for name, dtype in schema.items()]
         lazy = lazy.select(columns)
         self.schema = schema
-        seqs = quarantined_seqs(quarantine, fields) if quarantine is not None else None
+        self.quality = quality
+        seqs = quarantined_seqs(quarantine, fields) if quarantine is not None and quality else None
         group = _key_groups(lazy, max_rows)
         self.key_groups = group  # (key, _group), None for one group
         self._pending: list[tuple[pl.DataFrame | pl.LazyFrame, pl.DataFrame | None]]
@@ -248,13 +260,16 @@ class KeyGroupDedup:
             unique, duplicates = drop_duplicates(events)
             del events
             del source
-            gaps = seq_gaps(unique, seqs, self.coverage)
             self._duplicates.append(duplicates)
+            self.event_count += unique.height
+            if not self.quality:
+                yield order_by_event_time(unique)
+                continue
+            gaps = seq_gaps(unique, seqs, self.coverage)
             self._gaps.append(gaps)
             self._by_key.append(_quality(unique, duplicates, gaps, "key"))
             self._marks.append(_marks(unique).select("partition", "_ooo", "_late"))
             self._homes.append(unique.group_by("key").agg(pl.col("partition").first()))
-            self.event_count += unique.height
             yield order_by_event_time(unique)
 
     def marks(self) -> pl.DataFrame:
@@ -269,6 +284,10 @@ class KeyGroupDedup:
         if len(self._duplicates) > 1:
             duplicates = duplicates.sort("partition", "offset")
             gaps = gaps.sort("key", "from_seq")
+        if not self.quality:
+            kept = events if events is not None else empty(self.schema)
+            count = None if events is not None else self.event_count
+            return DedupResult(kept, duplicates, gaps, empty(KEY_STATS), empty(PARTITION_STATS), count, measured=False)
         by_key = concat_or_empty(self._by_key, KEY_STATS).sort("key")
         marks = self.marks()
         homes = concat_or_empty(self._homes, pl.Schema({"key": pl.String, "partition": pl.Int32}))

@@ -78,7 +78,7 @@ def recover_on_spark(
     options = options or SparkOptions()
     started = time.monotonic()
     raw_snap, out_snap = plan_topics(
-        spec, raw_source, outputs_source, from_ms, to_ms, slack_ms, outputs_slack_ms, time_basis
+        spec, raw_source, outputs_source, from_ms, to_ms, slack_ms, outputs_slack_ms, time_basis, client
     )
     assert out_snap is not None  # planned: an outputs source was given
     raw_plans, out_plans = plans_by_partition(raw_snap), plans_by_partition(out_snap)

@@ -3,6 +3,7 @@ as it arrives and read back lazily, so a partition's frames are never all in mem
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -27,28 +28,44 @@ class Spool:
     """Arrow IPC parts of one kind of frame of one partition, written batch by batch, read back lazily.
 
     Uncompressed IPC: the parts are read back within the run, and writing them is several times cheaper than
-    Parquet (no encoding, no compression) for the same read-back cost.
+    Parquet (no encoding, no compression) for the same read-back cost. ``in_memory``: the parts are kept as
+    frames instead (for a partition small enough that writing and reading them back costs more than holding them).
     """
 
-    def __init__(self, work_dir: str, name: str, partition: int, schema: pl.Schema) -> None:
+    def __init__(self, work_dir: str, name: str, partition: int, schema: pl.Schema, *, in_memory: bool = False) -> None:
         self.work_dir, self.name, self.partition = work_dir, name, partition
         self.prefix = str(Path(work_dir) / f"{name}-p{partition:05d}")
         self.schema = schema
+        self.in_memory = in_memory
         self.paths: list[str] = []
+        self.frames: list[pl.DataFrame] = []  # the parts of a spool in memory
 
     def write(self, frame: pl.DataFrame) -> None:
-        if frame.height:
-            path = f"{self.prefix}-{len(self.paths):04d}.arrow"
-            frame.write_ipc(path, compression="uncompressed")
-            self.paths.append(path)
+        if not frame.height:
+            return
+        if self.in_memory:
+            self.frames.append(frame)
+            return
+        path = f"{self.prefix}-{len(self.paths):04d}.arrow"
+        frame.write_ipc(path, compression="uncompressed")
+        self.paths.append(path)
 
     def lazy(self) -> pl.LazyFrame:
+        if self.in_memory:
+            return (pl.concat(self.frames, rechunk=False) if self.frames else empty(self.schema)).lazy()
         return scan_parts(self.paths, self.schema)
+
+    def parts(self) -> Iterator[pl.DataFrame]:
+        """The parts in the order written."""
+        yield from self.frames
+        for path in self.paths:
+            yield pl.read_ipc(path)
 
     def remove(self) -> None:
         for path in self.paths:
             Path(path).unlink(missing_ok=True)
         self.paths = []
+        self.frames = []
 
     def split_by(self, groups: pl.DataFrame, rows_per_part: int = SPLIT_ROWS) -> dict[int, Spool]:
         """This spool's rows spooled again by key group, in one pass: ``groups`` is (key, _group); keys not in it
@@ -59,13 +76,14 @@ class Spool:
 
         def flush(group: int) -> None:
             if group not in spools:
-                spools[group] = Spool(self.work_dir, f"{self.name}-g{group}", self.partition, self.schema)
+                name = f"{self.name}-g{group}"
+                spools[group] = Spool(self.work_dir, name, self.partition, self.schema, in_memory=self.in_memory)
             spools[group].write(pl.concat(pending.pop(group)))
             counts[group] = 0
 
         labelled = groups.select("key", pl.col("_group").cast(pl.Int64))
-        for path in self.paths:
-            frame = pl.read_ipc(path).join(labelled, on="key", how="left", maintain_order="left")
+        for part in self.parts():
+            frame = part.join(labelled, on="key", how="left", maintain_order="left")
             frame = frame.with_columns(pl.col("_group").fill_null(-1))
             for (group,), rows in frame.partition_by("_group", as_dict=True, include_key=False).items():
                 pending.setdefault(int(group), []).append(rows)

@@ -148,16 +148,19 @@ def truth_for_range(
     time_basis: str = KAFKA_TIME,
     by_partition: bool = False,
     work_near: Path | None = None,
+    quality: bool = True,
 ) -> Truth:
     """Replay the raw events of the range (with lookback), validate, dedup and recompute every metric.
 
     ``by_partition``: partition by partition in bounded memory (:mod:`recovery.pipeline.partitioned`), the
     results spooled next to ``work_near`` and loaded on first access; in memory when keys are not partitioned
     (a key or an event id in two partitions). The events themselves are then not kept (``events.event_count``).
+    ``quality=False``: partition by partition, only events and duplicates are counted (no gaps or quality
+    figures in ``events``: ``events.measured`` is False), which truth alone does not need.
     """
     raw_source = as_source(source, spec.topics.raw, settings)
     if by_partition:
-        options = {"workers": workers, "slack_ms": slack_ms, "quiet": quiet, "client": client}
+        options = {"workers": workers, "slack_ms": slack_ms, "quiet": quiet, "client": client, "quality": quality}
         found = _truth_by_partition(spec, from_ms, to_ms, raw_source, emulate_grace, time_basis, work_near, options)
         if found is not None:
             return found
@@ -180,9 +183,9 @@ def truth_for_range(
     skew = StampSkew(slack_ms)
     skew.add(events)
     coverage = Coverage({p: r.coverage for p, r in raw.reads.items()}, to_ms)
-    quality = dedup(events, quarantine=quarantine, fields=spec.layout, coverage=coverage)
-    results = recompute(quality.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
-    return Truth(results, quality, quarantine, raw, skew)
+    unique = dedup(events, quarantine=quarantine, fields=spec.layout, coverage=coverage)
+    results = recompute(unique.events, spec, from_ms=from_ms, to_ms=to_ms, emulate_grace=emulate_grace, presorted=True)
+    return Truth(results, unique, quarantine, raw, skew)
 
 
 def _truth_by_partition(

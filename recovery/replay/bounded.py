@@ -383,6 +383,7 @@ def replay(
         slack_ms=slack_ms,
         partitions=partitions,
         time_basis=time_basis,
+        client=client,
     )
     directory = prepare_out_dir(out_dir) if out_dir is not None else None
     job = PartitionJob(

@@ -12,8 +12,10 @@ from typing import Any
 import polars as pl
 from kafka import TopicPartition
 
-from recovery.errors import ConfigError, DataError
+from recovery.errors import ConfigError, DataError, TopicError
+from recovery.kafka.client import DEFAULT_CLIENT, NATIVE, check_client, close_soon
 from recovery.kafka.clients import consumer, guarded
+from recovery.kafka.native import NativeReader
 from recovery.kafka.topics import partitions_for
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.timerange import format_ms
@@ -82,11 +84,14 @@ def plan(
     slack_ms: int = DEFAULT_SLACK_MS,
     partitions: Sequence[int] | None = None,
     time_basis: str = KAFKA_TIME,
+    client: str = DEFAULT_CLIENT,
 ) -> Snapshot:
     """Snapshot the log's offsets and choose each partition's ``[start, end)`` (before the sma lookback).
 
     ``time_basis="event"``: a time range reads whole partitions up to the snapshotted end offsets (by offset,
-    whatever the Kafka timestamps), and the steps after judge events by their event time only.
+    whatever the Kafka timestamps), and the steps after judge events by their event time only. Offsets are
+    looked up through ``client`` when it is the native reader (no kafka-python consumer to connect), through
+    kafka-python otherwise.
     """
     if offsets is not None and (from_ms is not None or to_ms is not None):
         raise ConfigError("give either a time range or explicit offsets, not both")
@@ -95,7 +100,10 @@ def plan(
     by_time = check_time_basis(time_basis) == KAFKA_TIME
     first_ms, last_ms = (from_ms, to_ms) if by_time else (None, None)
     if isinstance(source, KafkaSource):
-        bounds = _kafka_bounds(source, first_ms, last_ms, lookback_ms, slack_ms, partitions)
+        if check_client(client, source) == NATIVE:
+            bounds = _native_bounds(source, first_ms, last_ms, lookback_ms, slack_ms, partitions)
+        else:
+            bounds = _kafka_bounds(source, first_ms, last_ms, lookback_ms, slack_ms, partitions)
     else:
         if offsets is None and by_time:
             check_archive_covers(source, from_ms, to_ms, lookback_ms, lookback_events, slack_ms)
@@ -153,6 +161,44 @@ def _kafka_bounds(
             log_end[tp],
             log_end[tp] if start is None else start,
             log_end[tp] if end is None else end,
+        )
+    return bounds
+
+
+def _native_bounds(
+    source: KafkaSource,
+    from_ms: int | None,
+    to_ms: int | None,
+    lookback_ms: int,
+    slack_ms: int,
+    partitions: Sequence[int] | None,
+) -> dict[int, tuple[int, int, int, int]]:
+    """:func:`_kafka_bounds` through the native reader's librdkafka consumer."""
+    reader = NativeReader(source)
+    try:
+        existing = reader.partitions()
+        if existing is None:
+            raise TopicError(
+                f"topic {source.topic!r} does not exist on {source.settings.bootstrap_servers}",
+                topic=source.topic,
+                hint="check the name (`recovery kafka status` lists topics) or run the simulator first",
+            )
+        chosen = _choose(existing, partitions, source.topic)
+        marks = {p: reader.watermarks(p) for p in chosen}
+        none: dict[int, int | None] = dict.fromkeys(chosen)
+        starts = reader.offsets_at(chosen, from_ms - lookback_ms) if from_ms is not None else none
+        ends = reader.offsets_at(chosen, to_ms + slack_ms) if to_ms is not None else none
+    finally:
+        close_soon(reader)
+    bounds = {}
+    for p in chosen:
+        log_start, log_end = marks[p]
+        start, end = starts[p], ends[p]
+        bounds[p] = (
+            log_start,
+            log_end,
+            log_start if from_ms is None else (log_end if start is None else start),
+            log_end if end is None else end,
         )
     return bounds
 

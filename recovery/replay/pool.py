@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, Thr
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from recovery.kafka.client import KAFKA_PYTHON, check_client
+from recovery.kafka.client import KAFKA_PYTHON, check_client, close_soon
 from recovery.memory import ALLOCATOR_ENV, allocator_settings
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
 from recovery.replay.readers import Reader, reader_for
@@ -77,12 +77,13 @@ def cached_reader(source: Source, client: str) -> Reader:
 
 
 def close_readers() -> None:
-    """Close the readers :func:`cached_reader` opened in this process."""
+    """Close the readers :func:`cached_reader` opened in this process (each on a thread of its own: closing a
+    librdkafka consumer takes about 0.1 s, which need not hold up what comes next)."""
     with _READERS_LOCK:
         readers = list(_READERS.values())
         _READERS.clear()
     for reader in readers:
-        reader.close()
+        close_soon(reader)
 
 
 def _init_worker(queue: Any) -> None:

@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recovery.config import KafkaSettings
-from recovery.errors import BrokerError
+from recovery.errors import BrokerError, TopicError
 from recovery.frames import RECORDS
 from recovery.kafka.client import RecordReader, kafka_reader
 from recovery.kafka.clients import producer
@@ -222,3 +222,39 @@ def test_a_native_read_that_makes_no_progress_raises_the_stall_error(
             read_all(reader, 0, 0, 20, 100)  # a range that ends after the log: 10 records that never come
     finally:
         reader.close()
+
+
+def test_native_planning_snapshots_the_same_offsets_as_kafka_python(
+    kafka_settings: KafkaSettings, topic_factory: Callable[..., str], unique_name: Callable[[str], str]
+) -> None:
+    topic = topic_factory("native-plan", partitions=3)
+    fill(kafka_settings, topic, 120, partitions=3)
+    source = KafkaSource(topic, kafka_settings)
+    with producer(kafka_settings, transactional_id=unique_name("open")) as open_tx:
+        open_tx.init_transactions()
+        open_tx.begin_transaction()
+        open_tx.send(topic, key=b"k", value=b"pending", partition=1, timestamp_ms=BASE_MS + 5_000)
+        open_tx.flush()  # written and not committed: read_committed ends before it (the last stable offset)
+        ranges = [
+            {},
+            {"from_ms": BASE_MS + 200, "to_ms": BASE_MS + 600},
+            {"from_ms": BASE_MS + 200, "to_ms": BASE_MS + 600, "lookback_ms": 100, "slack_ms": 50},
+            {"from_ms": BASE_MS - 10_000, "to_ms": BASE_MS + 90_000},  # starts before and ends after the log
+            {"from_ms": BASE_MS + 90_000, "to_ms": BASE_MS + 99_000},  # after the log: empty reads
+            {"from_ms": BASE_MS + 200, "to_ms": BASE_MS + 600, "partitions": [2]},
+            {"from_ms": BASE_MS + 200, "to_ms": BASE_MS + 600, "time_basis": "event"},
+        ]
+        for options in ranges:
+            native = plan(source, client="native", **options)  # type: ignore[arg-type]
+            python = plan(source, client="kafka-python", **options)  # type: ignore[arg-type]
+            assert native == python, options
+        whole = plan(source, client="kafka-python")
+        assert [p.log_end for p in whole.partitions] == [120, 120, 120], "the open transaction is not below the end"
+        open_tx.abort_transaction()
+    missing = KafkaSource(unique_name("no-such-topic"), kafka_settings)
+    errors = []
+    for client in ("native", "kafka-python"):
+        with pytest.raises(TopicError) as caught:
+            plan(missing, client=client)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and "does not exist" in errors[0]

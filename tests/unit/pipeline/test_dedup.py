@@ -195,6 +195,47 @@ def test_key_groups_read_from_a_spool_split_by_group_equal_dedup_of_everything(t
         assert_frame_equal(getattr(result, name), getattr(whole, name))
 
 
+@pytest.mark.parametrize("max_rows", [None, 200])
+def test_key_groups_without_quality_give_the_same_events_and_duplicates_and_measure_nothing_else(
+    max_rows: int | None,
+) -> None:
+    frame, bad = random_events(2_000, seed=7)
+    whole = dedup(frame, quarantine=bad)
+    grouped = KeyGroupDedup(frame, quarantine=bad, max_rows=max_rows, quality=False)
+    parts = list(grouped.groups())
+    result = grouped.result()
+    assert_frame_equal(pl.concat(parts).sort("key", "ts", "seq"), whole.events.sort("key", "ts", "seq"))
+    for part in parts:  # each group in event-time order per key, as truth is computed
+        assert_frame_equal(part, part.sort("key", "ts", "seq", maintain_order=True))
+    assert_frame_equal(result.duplicates, whole.duplicates)
+    assert not result.measured and result.gaps.height == result.by_key.height == result.by_partition.height == 0
+    assert result.counts() == {
+        "events": whole.events.height,
+        "duplicates": whole.duplicates.height,
+        "conflicting_duplicates": whole.counts()["conflicting_duplicates"],
+    }
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_spool_gives_back_what_was_written_in_memory_or_on_disk(tmp_path: Path, in_memory: bool) -> None:
+    schema = pl.Schema({"key": pl.String, "n": pl.Int64})
+    spool = Spool(str(tmp_path), "events", 1, schema, in_memory=in_memory)
+    assert_frame_equal(spool.lazy().collect(), pl.DataFrame(schema=schema))
+    written = [pl.DataFrame({"key": ["a", "b", "a"], "n": [3 * i, 3 * i + 1, 3 * i + 2]}) for i in range(4)]
+    for frame in written:
+        spool.write(frame)
+    spool.write(pl.DataFrame(schema=schema))  # nothing to keep
+    assert_frame_equal(spool.lazy().collect(), pl.concat(written))
+    assert [f.height for f in spool.parts()] == [3, 3, 3, 3]
+    assert list(tmp_path.iterdir()) == [] if in_memory else len(list(tmp_path.iterdir())) == 4
+    split = spool.split_by(pl.DataFrame({"key": ["a"], "_group": [0]}))
+    assert all(part.in_memory == in_memory for part in split.values())
+    assert split[0].lazy().collect().get_column("n").to_list() == [0, 2, 3, 5, 6, 8, 9, 11]
+    assert split[-1].lazy().collect().get_column("n").to_list() == [1, 4, 7, 10]
+    spool.remove()
+    assert spool.lazy().collect().height == 0
+
+
 def test_a_spool_split_by_group_keeps_every_row_in_order_and_puts_unknown_keys_in_group_minus_one(
     tmp_path: Path,
 ) -> None:

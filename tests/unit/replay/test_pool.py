@@ -123,3 +123,28 @@ def test_ctrl_c_stops_the_tasks_on_threads_at_once() -> None:
     assert child.returncode == 0
     seconds = float(out.split()[-1])
     assert out.startswith("interrupted") and seconds < 3.0  # the tasks would take 10 s
+
+
+class SlowClose:
+    """A reader whose close takes a while, as a librdkafka consumer's does."""
+
+    def __init__(self) -> None:
+        self.closed_on: str | None = None
+
+    def close(self) -> None:
+        time.sleep(0.3)
+        self.closed_on = threading.current_thread().name
+
+
+def test_a_reader_is_closed_on_a_thread_of_its_own_without_holding_up_the_caller() -> None:
+    from recovery.kafka.client import close_soon
+
+    reader = SlowClose()
+    started = time.monotonic()
+    close_soon(reader)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.2 and reader.closed_on is None
+    closers = [t for t in threading.enumerate() if t.name == "recovery-close-reader"]
+    assert closers and not closers[0].daemon  # the interpreter waits for it before exiting
+    for thread in closers:
+        thread.join(5)
+    assert reader.closed_on == "recovery-close-reader"
