@@ -91,5 +91,6 @@ def sink_atomically(frame: pl.LazyFrame, out: Path) -> None:
     """Stream ``frame`` to the Parquet file ``out`` through a temporary file next to it (no half-written file)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    frame.sink_parquet(tmp)
+    # zstd at level 1: 1M results in 0.06 s instead of 0.09 s at polars' default level, in a file 17 % larger
+    frame.sink_parquet(tmp, compression="zstd", compression_level=1)
     tmp.replace(out)

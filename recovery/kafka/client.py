@@ -25,7 +25,6 @@ import polars as pl
 from recovery.config import KafkaSettings
 from recovery.errors import ConfigError
 from recovery.kafka.confluent import ConfluentReader, ConfluentTx
-from recovery.kafka.kafka_python import KafkaPythonReader, KafkaPythonTx
 from recovery.kafka.native import NativeReader, native_available, supports
 from recovery.source import KafkaSource
 
@@ -60,7 +59,7 @@ class TxProducer(Protocol):
     (calling ``after_each`` with the count sent so far; ``timestamps``: explicit Kafka timestamps in ms, else the
     send time) and ``send_one()`` sends one record and returns where it
     went (topic, partition, offset). Errors are :class:`~recovery.errors.BrokerError`; being fenced by another
-    producer with the same id is :class:`~recovery.kafka.clients.FencedError`.
+    producer with the same id is :class:`~recovery.kafka.common.FencedError`.
     """
 
     transactional_id: str
@@ -82,13 +81,25 @@ class TxProducer(Protocol):
     def close(self) -> None: ...
 
 
+def _kafka_python_reader(source: KafkaSource) -> RecordReader:
+    from recovery.kafka.kafka_python import KafkaPythonReader  # imported when used: 0.1 s of a command's start
+
+    return KafkaPythonReader(source)
+
+
+def _kafka_python_tx(settings: KafkaSettings, transactional_id: str) -> TxProducer:
+    from recovery.kafka.kafka_python import KafkaPythonTx
+
+    return KafkaPythonTx(settings, transactional_id)
+
+
 _READERS: dict[str, Callable[[KafkaSource], RecordReader]] = {
-    KAFKA_PYTHON: KafkaPythonReader,
+    KAFKA_PYTHON: _kafka_python_reader,
     CONFLUENT: ConfluentReader,
     NATIVE: NativeReader,
 }
 _PRODUCERS: dict[str, Callable[[KafkaSettings, str], TxProducer]] = {
-    KAFKA_PYTHON: KafkaPythonTx,
+    KAFKA_PYTHON: _kafka_python_tx,
     CONFLUENT: ConfluentTx,
 }
 

@@ -1,6 +1,5 @@
-"""Kafka clients built from :class:`KafkaSettings`, with kafka-python errors turned into actionable ones, and
-what the two clients of :mod:`recovery.kafka.client` share: the RECORDS frames a reader builds from column
-lists, its stall-and-batch read loop, and the error of a fenced transactional producer.
+"""Kafka clients built from :class:`KafkaSettings`, with kafka-python errors turned into actionable ones (what
+every client shares without kafka-python is in :mod:`recovery.kafka.common`).
 
 Every client is a context manager (or closed by the caller); construction failures say whether the
 cluster is unreachable, the credentials are wrong or access is denied.
@@ -23,18 +22,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import kafka.errors as kerr
-import polars as pl
 from kafka.admin import KafkaAdminClient
 from kafka.consumer import KafkaConsumer
 from kafka.producer import KafkaProducer
 from kafka.structs import TopicPartition
 
 from recovery.config import KafkaSettings
-from recovery.errors import AuthError, BrokerError, RecoveryError
-from recovery.frames import RECORDS
+from recovery.errors import AuthError, BrokerError
+from recovery.kafka.common import bootstrap_timeout_s, stall_timeout_s
 from recovery.kafka.sasl import check_login
 
 T = TypeVar("T")
@@ -62,17 +60,6 @@ UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = tuple(
     )
     if e is not None
 )
-BOOTSTRAP_TIMEOUT_MAX_MS = 10_000
-
-
-def bootstrap_timeout_s(settings: KafkaSettings) -> float:
-    """How long building a client waits for the first broker to answer."""
-    return min(settings.request_timeout_ms, BOOTSTRAP_TIMEOUT_MAX_MS) / 1000
-
-
-def stall_timeout_s(settings: KafkaSettings) -> float:
-    """How long a bounded read may go without progress before the broker counts as gone."""
-    return 2 * settings.request_timeout_ms / 1000
 
 
 def translate(exc: BaseException, settings: KafkaSettings, action: str) -> BrokerError:
@@ -254,86 +241,3 @@ def producer(settings: KafkaSettings, **config: Any) -> Iterator[KafkaProducer]:
         yield client
     finally:
         client.close(timeout=10)
-
-
-def records_frame(
-    partition: int, offsets: list[int], stamps: list[int], keys: list[bytes | None], values: list[bytes | None]
-) -> pl.DataFrame:
-    """A RECORDS frame of one partition from column lists (built in bulk)."""
-    return pl.DataFrame(
-        {
-            "partition": pl.repeat(partition, len(offsets), dtype=pl.Int32, eager=True),
-            "offset": pl.Series(offsets, dtype=pl.Int64),
-            "timestamp_ms": pl.Series(stamps, dtype=pl.Int64),
-            "key": pl.Series(keys, dtype=pl.Binary),
-            "value": pl.Series(values, dtype=pl.Binary),
-        },
-        schema=RECORDS,
-    )
-
-
-class RecordColumns:
-    """The offsets, timestamps, keys and values of one partition's records read so far (a reader appends)."""
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-        self.offsets: list[int] = []
-        self.stamps: list[int] = []
-        self.keys: list[bytes | None] = []
-        self.values: list[bytes | None] = []
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def frames(self, batch_records: int) -> Iterator[pl.DataFrame]:
-        """The records so far as RECORDS frames of at most ``batch_records`` rows; the columns start again empty."""
-        frame = records_frame(self.partition, self.offsets, self.stamps, self.keys, self.values)
-        self.offsets, self.stamps, self.keys, self.values = [], [], [], []
-        return (frame.slice(i, batch_records) for i in range(0, frame.height, batch_records))
-
-
-def read_range(
-    columns: RecordColumns,
-    start: int,
-    end: int,
-    batch_records: int,
-    *,
-    step: Callable[[int], tuple[int, bool]],
-    stall_s: float,
-    stalled: Callable[[int], NoReturn],
-) -> Iterator[pl.DataFrame]:
-    """The read loop of a reader: frames of ``columns`` while ``step`` reads ``[start, end)`` into them.
-
-    ``step(position)`` reads once, appends the records below ``end`` and returns the new position and whether
-    data arrived; after ``stall_s`` without data, ``stalled(position)`` raises.
-    """
-    position, progressed = start, time.monotonic()
-    while position < end:
-        position, moved = step(position)
-        if moved:
-            progressed = time.monotonic()
-        elif time.monotonic() - progressed > stall_s:
-            stalled(position)
-        if len(columns) >= batch_records:
-            yield from columns.frames(batch_records)
-    if len(columns):
-        yield from columns.frames(batch_records)
-
-
-def stall_error(where: str, stall_s: float, position: int, end: int) -> BrokerError:
-    """The error of a read of ``where`` that made no progress below its end offset."""
-    return BrokerError(
-        f"replay of {where} made no progress for {stall_s:.0f} s at offset {position} (end offset {end})",
-        hint="check the broker (`recovery kafka status`) and retry",
-    )
-
-
-class FencedError(RecoveryError):
-    """Another producer with the same transactional.id took over."""
-
-
-def fenced_error(transactional_id: str) -> FencedError:
-    return FencedError(
-        f"another publish with transactional.id {transactional_id} took over",
-        hint="let the other run finish; rerunning later is safe (a published digest is a no-op)",
-    )

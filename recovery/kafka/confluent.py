@@ -25,7 +25,7 @@ import polars as pl
 
 from recovery.config import KafkaSettings
 from recovery.errors import AuthError, BrokerError, ConfigError
-from recovery.kafka.clients import (
+from recovery.kafka.common import (
     RecordColumns,
     bootstrap_timeout_s,
     fenced_error,

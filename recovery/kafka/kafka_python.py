@@ -17,16 +17,8 @@ from kafka import TopicPartition
 
 from recovery.config import KafkaSettings
 from recovery.errors import BrokerError
-from recovery.kafka.clients import (
-    RecordColumns,
-    fenced_error,
-    guarded,
-    new_consumer,
-    new_producer,
-    read_range,
-    stall_error,
-    stall_timeout_s,
-)
+from recovery.kafka.clients import guarded, new_consumer, new_producer
+from recovery.kafka.common import RecordColumns, fenced_error, read_range, stall_error, stall_timeout_s
 from recovery.source import KafkaSource
 
 _CONSUMER_CONFIG: dict[str, Any] = {

@@ -22,7 +22,7 @@ import polars as pl
 
 from recovery.errors import BrokerError, ConfigError
 from recovery.frames import RECORDS
-from recovery.kafka.clients import bootstrap_timeout_s, stall_error
+from recovery.kafka.common import bootstrap_timeout_s, stall_error
 from recovery.kafka.confluent import STALL_S, librdkafka_config
 from recovery.source import KafkaSource
 

@@ -62,10 +62,13 @@ from recovery.spec import PipelineSpec
 BATCH_RECORDS = 20_000
 GROUP_ROWS = 150_000
 # A partition with at most this many planned raw records keeps its validated events in memory, as one key
-# group: spooling them to disk and reading them back (and splitting them by group) costs more than holding them.
-# 1M plain recompute (partitions of 121k-263k records), 3 runs each: 1.41-1.65 s, 2.1 CPU s, 309-375 MB held
-# against 1.67-1.80 s, 2.4 CPU s, 269-286 MB spooled. The 10M incident's partitions (1.2M+) are spooled.
+# group, and is read in batches of that size: spooling them to disk and reading them back (and splitting them by
+# group) costs more than holding them, and every polars step has a fixed cost per batch (a pass of its threads).
+# 1M plain recompute (partitions of 121k-263k records), 3 runs each: spooled, 20k batches 1.67-1.80 s (2.4 CPU
+# s, 269-286 MB); held, 20k batches 1.41-1.65 s (2.1 CPU s, 309-375 MB); held, 65k batches 1.10-1.31 s; held,
+# whole-partition batches 0.97-1.18 s (1.5 CPU s, 299-367 MB). The 10M incident's partitions (1.2M+) are spooled.
 IN_MEMORY_RECORDS = 300_000
+SMALL_BATCH_RECORDS = IN_MEMORY_RECORDS
 # Where partitions run in worker processes (kafka-python reads: it decodes in Python), a process is started
 # afresh for each partition above this many planned records (raw + outputs), so what one partition's frames
 # left behind in the allocator is not carried into the next; below it, starting a process (about 0.9 CPU s of
@@ -128,18 +131,19 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
     raw_reader = cached_reader(task.raw_source, task.client)
     out_reader = cached_reader(task.outputs_source, task.client) if task.outputs_source is not None else None
+    small = task.raw_plan.records <= IN_MEMORY_RECORDS
+    batch = SMALL_BATCH_RECORDS if small else BATCH_RECORDS
     raw_job = PartitionJob(
         task.raw_source,
         task.from_ms,
         spec.lookback_events,
         spec.layout,
         None,
-        BATCH_RECORDS,
+        batch,
         "raw",
         task.client,
         task.to_ms,
     )
-    small = task.raw_plan.records <= IN_MEMORY_RECORDS
     events = Spool(task.work_dir, "events", p, events_schema(spec.value_fields), in_memory=small)
     events_sink = EventSink(spec, task.from_ms, task.to_ms, task.slack_ms, events, task.time_basis)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
@@ -151,7 +155,8 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     out_sink = OutputSink(originals, spec)
     outputs_read = None
     if out_reader is not None and task.outputs_source is not None and task.outputs_plan is not None:
-        out_job = PartitionJob(task.outputs_source, None, 0, None, None, BATCH_RECORDS, "outputs", task.client)
+        out_batch = SMALL_BATCH_RECORDS if task.outputs_plan.records <= IN_MEMORY_RECORDS else BATCH_RECORDS
+        out_job = PartitionJob(task.outputs_source, None, 0, None, None, out_batch, "outputs", task.client)
         outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
         trim_memory()
     timings["originals"] += time.monotonic() - mark

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from recovery.formats import KEY_SEPARATOR, AvroSource, EventsSpec, get_path, parse_path
-from recovery.records.avro import codec_for
 from recovery.records.reasons import (
     BAD_JSON,
     BAD_VALUE,
@@ -78,6 +77,8 @@ def decode_value(value: bytes | None, avro: AvroSource | None) -> Any | str:
     schemas are; a reason string when it does not decode."""
     if avro is None:
         return decode_json(value)
+    from recovery.records.avro import codec_for  # fastavro and the registry client: only for Avro values
+
     return codec_for(avro.registry_url, avro.schema_files, avro.reader_schema).decode(value)
 
 

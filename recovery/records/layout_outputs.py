@@ -17,7 +17,6 @@ import polars as pl
 
 from recovery.formats import KEY_SEPARATOR, OutputsSpec, get_path, has_path, parse_path
 from recovery.frames import CORRECTIONS, OUTPUTS, QUARANTINE, RECORDS, conform, empty
-from recovery.records.avro import codec_for
 from recovery.records.events import decode_value, iso_ms
 from recovery.records.reasons import BAD_VALUE, MISSING, NOT_OBJECT, WRONG_TYPE, display_value
 from recovery.spec import MetricSpec, PipelineSpec
@@ -179,6 +178,8 @@ class OutputLayout:
         if avro is None:
             return json.dumps(doc, separators=(",", ":")).encode()
         assert self.layout.corrections_schema_id is not None
+        from recovery.records.avro import codec_for  # fastavro and the registry client: only for Avro values
+
         codec = codec_for(avro.registry_url, avro.schema_files, avro.reader_schema)
         return codec.encode(doc, self.layout.corrections_schema_id)
 

@@ -111,13 +111,9 @@ def canonical_event_template(fields: FieldsSpec) -> Template:
     )
 
 
-def _canonical_decode(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows in the canonical layout with their ``_<column>`` values, the other rows)."""
-    compiled = template_columns(rows.get_column("value"), canonical_event_template(fields))
-    if compiled is not None:
-        both = pl.concat([rows, compiled], how="horizontal")
-        matched = pl.col(MATCHED)
-        return both.filter(matched).drop(MATCHED), both.filter(~matched).select(rows.columns)
+def _canonical_by_regex(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in the canonical layout with their ``_<column>`` values, the other rows): the regex pass, when the
+    compiled decoder is not built."""
     groups = pl.col("_text").str.extract_groups(canonical_event_re(fields))
     decoded = rows.with_columns(groups.alias("_groups")).unnest("_groups")
     matched = pl.col("1").is_not_null()
@@ -128,6 +124,26 @@ def _canonical_decode(rows: pl.DataFrame, fields: FieldsSpec) -> tuple[pl.DataFr
     captured = [str(i) for i in range(1, len(_KINDS) + 1)]
     rest = decoded.filter(~matched).select(rows.columns)
     return decoded.filter(matched).with_columns(values).drop(captured), rest
+
+
+def _acceptable() -> pl.Expr:
+    """The decoded ``_<column>`` values of a row make a valid event (what the per-record rules check)."""
+    return pl.all_horizontal(
+        *[pl.col(f"_{c}").is_not_null() for c in _KINDS],
+        pl.col("_event_id").str.len_bytes() > 0,
+        pl.col("_key").str.len_bytes() > 0,
+        pl.col("_seq") >= 0,
+        pl.col("_ts") >= 0,
+        pl.col("_price").is_finite() & (pl.col("_price") >= 0),
+        pl.col("_volume").is_finite() & (pl.col("_volume") >= 0),
+    ).fill_null(False)
+
+
+_WHERE = ("_row", "partition", "offset", "timestamp_ms")
+
+
+def _as_events(decoded: pl.DataFrame) -> pl.DataFrame:
+    return decoded.select(*_WHERE, *[pl.col(f"_{c}").alias(c) for c in _KINDS])
 
 
 def _bulk_decode(frame: pl.DataFrame, fields: FieldsSpec) -> pl.DataFrame:
@@ -202,37 +218,44 @@ def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec | EventsSpec
         checked, bad = _check_rows(records.select(list(RECORDS)).with_row_index("_row"), layout, schema)
         return conform(checked.drop("_row"), schema), conform(bad.drop("_row"), QUARANTINE)
     fields = as_fields(layout)
-    rows = _with_text(records.select(list(RECORDS)).with_row_index("_row"))
-    canonical, rows = _canonical_decode(rows, fields)
+    rows = records.select(list(RECORDS)).with_row_index("_row")
+    valid_chunks = []
+    decoded_chunks = []
+    # the exact layout the toolkit's producers write, decoded and checked in one compiled pass over the bytes;
+    # only the rows it does not accept (a few per batch) take the paths below, which name the reason
+    compiled = template_columns(rows.get_column("value"), canonical_event_template(fields))
+    if compiled is not None:
+        decoded = pl.concat([rows.select(_WHERE), compiled.drop(MATCHED)], how="horizontal")
+        accepted = compiled.get_column(MATCHED) & decoded.select(_acceptable()).to_series()
+        valid_chunks.append(_as_events(decoded.filter(accepted)))
+        rows = rows.filter(~accepted)
+        if rows.height == 0:
+            return conform(valid_chunks[0].drop("_row"), EVENTS), empty(QUARANTINE)
+        rows = _with_text(rows)
+    else:
+        rows = _with_text(rows)
+        canonical, rows = _canonical_by_regex(rows, fields)
+        decoded_chunks.append(canonical)
     gate = pl.all_horizontal(
         pl.col("_text").str.contains(FLAT_OBJECT_RE),
         *[pl.col("_text").str.contains(p) for p in _type_patterns(fields).values()],
     ).fill_null(False)
     rows = rows.with_columns(gate.alias("_gate"))
-    decoded_chunks, undecodable = _split_decodable(rows.filter("_gate"), lambda f: _bulk_decode(f, fields))
-    decoded_chunks.append(canonical.with_columns(pl.lit(True).alias("_gate")))
-    suspects = [rows.filter(~pl.col("_gate")), undecodable]
-    valid_chunks = []
+    bulk_chunks, undecodable = _split_decodable(rows.filter("_gate"), lambda f: _bulk_decode(f, fields))
+    decoded_chunks.extend(bulk_chunks)
+    suspects = [rows.filter(~pl.col("_gate")).drop("_gate"), undecodable.drop("_gate")]
     for chunk in decoded_chunks:
-        ok = pl.all_horizontal(
-            *[pl.col(f"_{c}").is_not_null() for c in _KINDS],
-            pl.col("_event_id").str.len_bytes() > 0,
-            pl.col("_key").str.len_bytes() > 0,
-            pl.col("_seq") >= 0,
-            pl.col("_ts") >= 0,
-            pl.col("_price").is_finite() & (pl.col("_price") >= 0),
-            pl.col("_volume").is_finite() & (pl.col("_volume") >= 0),
-        ).fill_null(False)
+        ok = _acceptable()
         chunk = chunk.with_columns(ok.alias("_ok"))
-        valid_chunks.append(
-            chunk.filter("_ok").select(
-                "_row", "partition", "offset", "timestamp_ms", *[pl.col(f"_{c}").alias(c) for c in _KINDS]
-            )
-        )
-        suspects.append(chunk.filter(~pl.col("_ok")).select(rows.columns))
+        valid_chunks.append(_as_events(chunk.filter("_ok")))
+        suspects.append(chunk.filter(~pl.col("_ok")).select("_row", *RECORDS))
     fallback = pl.concat([frame.select("_row", *RECORDS) for frame in suspects])
     checked_events, quarantined = _check_rows(fallback, fields, EVENTS)
-    events = pl.concat([*valid_chunks, checked_events], how="vertical_relaxed").sort("_row")
+    parts = [chunk for chunk in (*valid_chunks, checked_events) if chunk.height]
+    if len(parts) == 1:  # in record order already (usually the compiled pass's rows, the rest being malformed)
+        events = parts[0]
+    else:
+        events = pl.concat(parts, how="vertical_relaxed").sort("_row") if parts else checked_events
     quarantine = quarantined.sort("_row").drop("_row")
     return conform(events, EVENTS), conform(quarantine, QUARANTINE)
 

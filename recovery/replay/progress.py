@@ -11,18 +11,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-)
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.progress import Progress, Task
 
 
 class ProgressSink(Protocol):
@@ -48,27 +40,42 @@ class QueueProgress:
         self.queue.put((partition, done, total))
 
 
-def _rate(task: Task) -> float | None:
-    """Average events/s since the task started (updates come per batch, too few for rich's own estimate)."""
-    elapsed = task.finished_time if task.finished else task.elapsed
-    return task.completed / elapsed if elapsed and task.completed else None
+def _bars() -> Progress:
+    """The bars' layout (rich is imported only when bars are shown: 15 ms of a command's start)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+    from rich.text import Text
 
+    def rate_of(task: Task) -> float | None:
+        """Average events/s since the task started (updates come per batch, too few for rich's own estimate)."""
+        elapsed = task.finished_time if task.finished else task.elapsed
+        return task.completed / elapsed if elapsed and task.completed else None
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        rate = _rate(task)
-        return Text(f"{rate:,.0f} ev/s" if rate else "- ev/s", style="progress.data.speed")
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            rate = rate_of(task)
+            return Text(f"{rate:,.0f} ev/s" if rate else "- ev/s", style="progress.data.speed")
 
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            rate = rate_of(task)
+            if task.finished or task.total is None:
+                return Text("done" if task.finished else "", style="progress.elapsed")
+            if not rate:
+                return Text("ETA -", style="progress.remaining")
+            left_s = int((task.total - task.completed) / rate)
+            eta = f"ETA {left_s // 3600}:{left_s // 60 % 60:02d}:{left_s % 60:02d}"
+            return Text(eta, style="progress.remaining")
 
-class _EtaColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        rate = _rate(task)
-        if task.finished or task.total is None:
-            return Text("done" if task.finished else "", style="progress.elapsed")
-        if not rate:
-            return Text("ETA -", style="progress.remaining")
-        left_s = int((task.total - task.completed) / rate)
-        return Text(f"ETA {left_s // 3600}:{left_s // 60 % 60:02d}:{left_s % 60:02d}", style="progress.remaining")
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        EtaColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
 def progress_enabled(quiet: bool) -> bool:
@@ -88,15 +95,7 @@ class PartitionProgress:
 
     def __enter__(self) -> PartitionProgress:
         if self.enabled:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                _RateColumn(),
-                _EtaColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
+            self._progress = _bars()
             self._progress.start()
         return self
 

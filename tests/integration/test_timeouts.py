@@ -28,15 +28,14 @@ from recovery.config import PROJECT_ROOT, KafkaSettings
 from recovery.errors import BrokerError
 from recovery.kafka.broker import LocalBroker
 from recovery.kafka.clients import (
-    bootstrap_timeout_s,
     deliver,
     guarded,
     new_admin,
     new_consumer,
     new_producer,
     poll_until_end,
-    stall_timeout_s,
 )
+from recovery.kafka.common import bootstrap_timeout_s, stall_timeout_s
 from recovery.kafka.topics import ensure_topic
 
 REQUEST_TIMEOUT_MS = 3000

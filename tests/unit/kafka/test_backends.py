@@ -12,7 +12,7 @@ from recovery.config import KafkaSettings, Secret
 from recovery.errors import ConfigError
 from recovery.frames import RECORDS
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT, check_client
-from recovery.kafka.clients import records_frame
+from recovery.kafka.common import records_frame
 from recovery.kafka.confluent import librdkafka_config
 from recovery.source import KafkaSource
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import recovery.kafka.client as client
 from recovery.config import KafkaSettings, Secret
 from recovery.errors import BrokerError, ConfigError
 from recovery.frames import RECORDS
-from recovery.kafka.clients import (
+from recovery.kafka.common import (
     FencedError,
     RecordColumns,
     fenced_error,
@@ -55,13 +56,30 @@ def fake_clients(monkeypatch: pytest.MonkeyPatch) -> dict[str, type]:
     return classes
 
 
-def test_every_client_has_a_reader_and_a_producer_of_its_module() -> None:
-    assert dict(client._READERS) == {
-        "kafka-python": KafkaPythonReader,
-        "confluent": ConfluentReader,
-        "native": NativeReader,
-    }
-    assert dict(client._PRODUCERS) == {"kafka-python": KafkaPythonTx, "confluent": ConfluentTx}
+def test_every_client_has_a_reader_and_a_producer_of_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set(client._READERS) == {"kafka-python", "confluent", "native"}
+    assert client._READERS["confluent"] is ConfluentReader and client._READERS["native"] is NativeReader
+    assert client._PRODUCERS["confluent"] is ConfluentTx and set(client._PRODUCERS) == {"kafka-python", "confluent"}
+    # kafka-python's are imported when first used (a command reading through librdkafka never imports kafka-python)
+    import recovery.kafka.kafka_python as kafka_python
+
+    monkeypatch.setattr(kafka_python, "KafkaPythonReader", type("R", (Built,), {}))
+    monkeypatch.setattr(kafka_python, "KafkaPythonTx", type("T", (Built,), {}))
+    source = KafkaSource("events", SETTINGS)
+    reader = client._READERS["kafka-python"](source)
+    producer = client._PRODUCERS["kafka-python"](SETTINGS, "tid-1")
+    assert type(reader).__name__ == "R" and reader.args == (source,)  # type: ignore[attr-defined]
+    assert type(producer).__name__ == "T" and producer.args == (SETTINGS, "tid-1")  # type: ignore[attr-defined]
+    assert (KafkaPythonReader, KafkaPythonTx) != (type(reader), type(producer))
+
+
+def test_a_command_reading_through_librdkafka_imports_neither_kafka_python_nor_rich_nor_fastavro() -> None:
+    code = (
+        "import sys; import recovery.cli.cmd_recompute, recovery.cli.cmd_recover, recovery.replay.plan; "
+        "print(sorted(m for m in ('kafka', 'rich', 'fastavro') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", [client.KAFKA_PYTHON, client.CONFLUENT])
