@@ -93,3 +93,20 @@ def run_live_cli(spec: Path, group: str, *args: str, timeout_s: float = 120) -> 
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return stats
+
+
+def wait_committed(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> None:
+    """Wait until the transactions committed to ``topic`` are visible to read_committed readers.
+
+    A transaction's commit markers are written to its partitions just after the commit returns; until then a
+    read_committed end offset (the last stable offset) stays before its records, and a replay started at once
+    snapshots an end without them (a reader that connects in 3 ms does; one that takes 0.1 s rarely does).
+    """
+    parts = [TopicPartition(topic, p) for p in partitions_for(settings, topic)]
+    deadline = time.monotonic() + timeout_s
+    with consumer(settings, isolation_level="read_uncommitted") as everything:
+        written = everything.end_offsets(parts)
+    with consumer(settings, isolation_level="read_committed") as committed:
+        while committed.end_offsets(parts) != written:
+            assert time.monotonic() < deadline, f"the commits to {topic} never became visible"
+            time.sleep(0.01)

@@ -24,6 +24,7 @@ from recovery.kafka.broker import LocalBroker
 from recovery.kafka.client import CLIENTS, transactional_producer
 from recovery.replay.bounded import replay
 from recovery.source import KafkaSource
+from tests.integration.readback import wait_committed
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # attributes bits 0-2 of a record batch
@@ -66,6 +67,7 @@ def write(settings: KafkaSettings, topic: str, records: pl.DataFrame, client: st
         producer.commit()
     finally:
         producer.close()
+    wait_committed(settings, topic)  # replayed at once: its read_committed end must include the transaction
 
 
 def batch_codecs(segment_dir: Path) -> set[str]:
