@@ -98,13 +98,37 @@ def _in_arrival_order(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("partition", "offset", maintain_order=True)
 
 
+def repeated_hashes(hashes: pl.Series) -> pl.Series:
+    """The values that occur more than once in ``hashes`` (64-bit hashes of ids), each once: sorted so that
+    repeats are neighbours, 8 bytes per row and no hash table."""
+    ordered = hashes.sort()
+    later = ordered.slice(1)
+    return later.filter(later == ordered.slice(0, max(ordered.len() - 1, 0))).unique()
+
+
+def _first_copies(ids: pl.Series) -> pl.Series | None:
+    """Per row, whether its id is the first of its copies; None when no id repeats.
+
+    The ids' 64-bit hashes are sorted so that repeats are neighbours (several times cheaper than a hash table of
+    the strings); only the rows whose hash repeats are then compared exactly (every copy of an id has its hash,
+    so none is missed; a collision only costs an exact comparison)."""
+    hashes = ids.hash()
+    repeats = repeated_hashes(hashes)
+    if repeats.len() == 0:
+        return None
+    suspect = hashes.is_in(repeats.implode())
+    first = suspect.not_()
+    exact = ids.filter(suspect).is_first_distinct()
+    return first.scatter(suspect.arg_true(), exact)
+
+
 def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(unique EVENTS in arrival order, DUPLICATES): the first copy of each event_id by (partition, offset) wins."""
     schema = events_like(events.columns)
     arrived = _in_arrival_order(conform(events, schema))
     content = [*CONTENT, *(c for c in schema.names() if c not in EVENT_BASE)]
-    first = pl.col("event_id").is_first_distinct()
-    if arrived.select(first.all()).item() if arrived.height else True:
+    first = _first_copies(arrived.get_column("event_id")) if arrived.height else None
+    if first is None or first.all():
         return arrived, empty(DUPLICATES)
     marked = arrived.with_columns(first.alias("_first"))
     kept = marked.filter("_first").drop("_first")
@@ -322,14 +346,13 @@ def _key_groups(events: pl.LazyFrame, max_rows: int | None) -> pl.DataFrame | No
     # hash table: 2.6M events peaked 80 MB higher with is_duplicated), then the exact check on the few rows whose
     # hash repeats (every copy of an id has its hash, so none is missed)
     hashed = pl.col("event_id").hash()
-    ids = events.select(hashed.alias("_h")).collect(engine="streaming").get_column("_h").sort()
-    later = ids.slice(1)
-    repeats = later.filter(later == ids.slice(0, max(ids.len() - 1, 0))).unique().to_frame()
-    del ids, later
+    hashes = events.select(hashed.alias("_h")).collect(engine="streaming").get_column("_h")
+    repeats = repeated_hashes(hashes).to_frame()
+    del hashes
     candidates = events.select("event_id", "key").filter(hashed.is_in(repeats.get_column("_h").implode()))
-    repeated = candidates.filter(pl.col("event_id").is_duplicated()).collect()
-    if repeated.height:
-        spread = repeated.join(groups, on="key").group_by("event_id").agg(pl.col("_group").n_unique())
+    copies = candidates.filter(pl.col("event_id").is_duplicated()).collect()
+    if copies.height:
+        spread = copies.join(groups, on="key").group_by("event_id").agg(pl.col("_group").n_unique())
         if spread.height and spread.get_column("_group").max() > 1:  # type: ignore[operator]
             return None
     return groups

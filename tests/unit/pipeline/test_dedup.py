@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +11,15 @@ from polars.testing import assert_frame_equal
 
 from recovery.errors import DataError
 from recovery.frames import EVENTS, QUARANTINE
-from recovery.pipeline.dedup import DUPLICATES, KEY_STATS, PARTITION_STATS, KeyGroupDedup, dedup, lateness
+from recovery.pipeline.dedup import (
+    DUPLICATES,
+    KEY_STATS,
+    PARTITION_STATS,
+    KeyGroupDedup,
+    _first_copies,
+    dedup,
+    lateness,
+)
 from recovery.pipeline.gaps import GAPS, Coverage, seq_gaps
 from recovery.pipeline.spool import Spool
 
@@ -348,3 +357,17 @@ def test_gaps_of_interleaved_keys_in_arrival_order_with_a_seq_shown_twice() -> N
     result = dedup(events(rows), quarantine=quarantined)
     expected = [("A", 3, 4, 2), ("B", 2, 2, 1), ("B", 4, 4, 1), ("Z", 2, 2, 1)]  # by hand, sorted by key and seq
     assert result.gaps.select("key", "from_seq", "to_seq", "missing").rows() == expected
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_first_copies_mark_the_first_of_each_id_like_a_plain_set(seed: int) -> None:
+    rnd = random.Random(seed)
+    ids = [f"E{rnd.randrange(400)}" if rnd.random() < 0.9 else None for _ in range(1_000)]
+    seen: set[str | None] = set()
+    expected = []
+    for value in ids:  # the reference: a plain set of the ids seen so far
+        expected.append(value not in seen)
+        seen.add(value)
+    got = _first_copies(pl.Series(ids, dtype=pl.String))
+    assert got is not None and got.to_list() == expected
+    assert _first_copies(pl.Series([f"E{i}" for i in range(1_000)])) is None  # no id repeats
