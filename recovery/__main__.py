@@ -1,5 +1,3 @@
-import sys
+from recovery.cli import run
 
-from recovery.cli import main
-
-sys.exit(main())
+run()

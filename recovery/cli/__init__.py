@@ -9,10 +9,15 @@ A :class:`~recovery.errors.RecoveryError` becomes one line on stderr and a non-z
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from recovery import __version__
 from recovery.errors import RecoveryError
@@ -79,5 +84,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(result or 0)
 
 
+def run() -> NoReturn:
+    """The ``recovery`` console script: :func:`main`, then an exit without the interpreter's teardown.
+
+    Tearing down polars and its thread pool takes the interpreter 30-40 ms once the work is done (6 ms without
+    it), a twentieth of a 1M-event recompute. The command finishes what that teardown would have: it waits for
+    its threads (readers still closing), runs the exit hooks (scratch directories, logging) and flushes its
+    output, then ends. An uncaught error still goes the usual way (traceback, teardown).
+    """
+    code = main()
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can be written
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

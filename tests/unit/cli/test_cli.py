@@ -89,3 +89,18 @@ def test_a_word_that_is_no_verb_gets_the_full_parser(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "invalid choice: 'recomptue'" in err
     assert "recompute" in err and "publish" in err
+
+
+def test_the_console_script_waits_for_its_threads_runs_exit_hooks_flushes_and_keeps_the_exit_code() -> None:
+    code = (
+        "import atexit, sys, threading, time\n"
+        "import recovery.cli as cli\n"
+        "cli.main = lambda: 3\n"
+        "atexit.register(lambda: print('exit hook ran', flush=False))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=False))).start()\n"
+        "print('buffered', end='')\n"
+        "cli.run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout == "bufferedthread done\nexit hook ran\n"
