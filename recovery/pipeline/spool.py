@@ -3,7 +3,7 @@ as it arrives and read back lazily, so a partition's frames are never all in mem
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -19,9 +19,27 @@ from recovery.spec import PipelineSpec
 SPLIT_ROWS = 20_000
 
 
-def scan_parts(paths: list[str], schema: pl.Schema) -> pl.LazyFrame:
-    """Spooled parts (Arrow IPC) as one lazy frame in the order given; an empty frame of ``schema`` for none."""
-    return pl.scan_ipc(paths) if paths else empty(schema).lazy()
+Part = str | pl.DataFrame  # a spooled part: an Arrow IPC file, or a frame held in memory
+
+
+def scan_parts(parts: Sequence[Part], schema: pl.Schema) -> pl.LazyFrame:
+    """Spooled parts (Arrow IPC files, or frames held in memory) as one lazy frame in the order given; an empty
+    frame of ``schema`` for none."""
+    if all(isinstance(part, str) for part in parts):
+        return pl.scan_ipc(list(parts)) if parts else empty(schema).lazy()  # type: ignore[arg-type]
+    pieces: list[pl.LazyFrame] = []
+    paths: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            paths.append(part)
+            continue
+        if paths:
+            pieces.append(pl.scan_ipc(paths))
+            paths = []
+        pieces.append(part.lazy())
+    if paths:
+        pieces.append(pl.scan_ipc(paths))
+    return pl.concat(pieces)
 
 
 class Spool:
@@ -51,9 +69,11 @@ class Spool:
         self.paths.append(path)
 
     def lazy(self) -> pl.LazyFrame:
-        if self.in_memory:
-            return (pl.concat(self.frames, rechunk=False) if self.frames else empty(self.schema)).lazy()
-        return scan_parts(self.paths, self.schema)
+        return scan_parts(self.held(), self.schema)
+
+    def held(self) -> list[Part]:
+        """The parts: the files written, or the frames held in memory."""
+        return [*self.frames] if self.in_memory else [*self.paths]
 
     def parts(self) -> Iterator[pl.DataFrame]:
         """The parts in the order written."""

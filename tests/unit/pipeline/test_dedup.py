@@ -21,7 +21,7 @@ from recovery.pipeline.dedup import (
     lateness,
 )
 from recovery.pipeline.gaps import GAPS, Coverage, seq_gaps
-from recovery.pipeline.spool import Spool
+from recovery.pipeline.spool import Spool, scan_parts
 
 # partition, offset, timestamp_ms, event_id, key, seq, ts, price, volume
 ROWS = [
@@ -371,3 +371,16 @@ def test_first_copies_mark_the_first_of_each_id_like_a_plain_set(seed: int) -> N
     got = _first_copies(pl.Series(ids, dtype=pl.String))
     assert got is not None and got.to_list() == expected
     assert _first_copies(pl.Series([f"E{i}" for i in range(1_000)])) is None  # no id repeats
+
+
+def test_parts_on_disk_and_in_memory_are_read_back_in_the_order_given(tmp_path: Path) -> None:
+    schema = pl.Schema({"key": pl.String, "n": pl.Int64})
+    frames = [pl.DataFrame({"key": ["a", "b"], "n": [2 * i, 2 * i + 1]}) for i in range(5)]
+    on_disk = Spool(str(tmp_path), "truth", 0, schema)
+    held = Spool(str(tmp_path), "truth", 1, schema, in_memory=True)
+    for i, frame in enumerate(frames):
+        (held if i in (2, 3) else on_disk).write(frame)
+    parts = [*on_disk.held()[:2], *held.held(), *on_disk.held()[2:]]  # files, frames, files
+    assert [type(part) for part in parts] == [str, str, pl.DataFrame, pl.DataFrame, str]
+    assert_frame_equal(scan_parts(parts, schema).collect(), pl.concat(frames))
+    assert_frame_equal(scan_parts([], schema).collect(), pl.DataFrame(schema=schema))
