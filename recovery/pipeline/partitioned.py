@@ -69,9 +69,10 @@ GROUP_ROWS = 150_000
 # whole-partition batches 0.97-1.18 s (1.5 CPU s, 299-367 MB). The 10M incident's partitions (1.2M+) are spooled.
 IN_MEMORY_RECORDS = 300_000
 SMALL_BATCH_RECORDS = IN_MEMORY_RECORDS
-# A range of at most this many planned raw records keeps its partitions' truth in memory (about 45 bytes a
-# result) instead of spooling it: 1M results are written to Parquet from memory in 0.05 s, from IPC parts in 0.064 s
-# after 40 MB written and read back. Bounded by the whole range, so a topic of many small partitions spools.
+# Truth alone (nothing compared) of a range of at most this many planned raw records is kept in memory (about 45
+# bytes a result) instead of spooled: 1M results are written to Parquet from memory in 0.05 s, from IPC parts in
+# 0.064 s after 40 MB written and read back. Bounded by the whole range, so a topic of many small partitions spools;
+# a recovery that also compares spools it (held, it put the 1M recover at 540-598 MB instead of about 400).
 HELD_TRUTH_RECORDS = 2_000_000
 # Where partitions run in worker processes (kafka-python reads: it decodes in Python), a process is started
 # afresh for each partition above this many planned records (raw + outputs), so what one partition's frames
@@ -153,8 +154,9 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     events_sink = EventSink(spec, task.from_ms, task.to_ms, task.slack_ms, events, task.time_basis)
     raw_read = run_partition(raw_reader, task.raw_plan, raw_job, events_sink, progress)
     quarantine = events_sink.bad()
-    if not small:  # the read's batches are spooled: give their pages back before the next step's peak
-        trim_memory()  # (3 ms a call; a small partition's pages are few)
+    # the read's batches (the compiled reader's buffers are glibc's) are spooled or held as events: give their pages
+    # back before the next step's peak (without it the 1m recover peaked at 540-600 MB instead of about 400)
+    trim_memory()
     timings["truth"] += time.monotonic() - mark
     mark = time.monotonic()
     originals = Spool(task.work_dir, "originals", p, OUTPUTS)
@@ -164,8 +166,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         out_batch = SMALL_BATCH_RECORDS if task.outputs_plan.records <= IN_MEMORY_RECORDS else BATCH_RECORDS
         out_job = PartitionJob(task.outputs_source, None, 0, None, None, out_batch, "outputs", task.client)
         outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
-        if out_batch != SMALL_BATCH_RECORDS:
-            trim_memory()
+        trim_memory()
     timings["originals"] += time.monotonic() - mark
     # key group by key group: only one group's events, truth and outputs are in memory at a time. Emulating
     # the grace policy needs the partition's watermark, which every key moves: then the partition is one group.
@@ -505,7 +506,7 @@ def recover_partitions(
             str(work_dir),
             time_basis,
             quality,
-            sum(q.records for q in raw_plans.values()) <= HELD_TRUTH_RECORDS,
+            outputs_source is None and sum(q.records for q in raw_plans.values()) <= HELD_TRUTH_RECORDS,
         )
         for p in sorted(raw_plans, key=lambda q: -(raw_plans[q].records + (out_plans[q].records if out_plans else 0)))
     ]
