@@ -240,8 +240,9 @@ the text outside them is kept.
 - **Peak RSS**: the largest sum of the resident set sizes of the stage's process and all its descendants
   (worker processes, the JVM of the perf test), sampled every 50 ms from `/proc`, or the stage process's own
   peak (`VmHWM`) when larger. Input frames loaded by the stage count.
-- **Baselines**: `kcat -C -e` reads every partition of the topic to /dev/null (with `fetch.wait.max.ms=10`,
-  the setting the confluent backend uses, so neither waits 500 ms at the end of a partition);
+- **Baselines**: `kcat -C -e` reads every partition of the topic to /dev/null (with `fetch.wait.max.ms=10` and
+  `enable.sparse.connections=false`, the settings the toolkit's librdkafka readers use, so neither waits 500 ms
+  at the end of a partition nor about 50 ms for its first connection);
   `kafka-consumer-perf-test` reports its own rate (*fetch.nMsg.sec*, without the group join) in the notes,
   the table shows its wall time including the JVM start; the deque loop is the seed's approach (a
   `deque(maxlen=n)` per key, a dict of accumulators per (key, window start)) over the same events as the

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringViewBuilder};
 use arrow_array::{ArrayRef, StructArray};
 use arrow_schema::{DataType, Field, Fields};
 
@@ -67,11 +67,21 @@ struct Columns {
 }
 
 enum Builder {
-    Str(StringBuilder),
+    Str(StringViewBuilder),
     Int(Int64Builder),
     Num(Float64Builder),
     NumOrNull(Float64Builder, BooleanBuilder),
     None,
+}
+
+/// `lit` at `v[i..]`: compared byte by byte (a literal is a few bytes: a call to memcmp per literal cost more than
+/// the comparison).
+#[inline]
+fn has_at(v: &[u8], i: usize, lit: &[u8]) -> bool {
+    match v.get(i..i + lit.len()) {
+        Some(window) => window.iter().zip(lit).all(|(a, b)| a == b),
+        None => false,
+    }
 }
 
 fn plain_char(b: u8) -> bool {
@@ -193,7 +203,7 @@ impl Template {
             .iter()
             .map(|k| match k {
                 Kind::Str | Kind::StrNonEmpty => {
-                    Builder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+                    Builder::Str(StringViewBuilder::with_capacity(capacity))
                 }
                 Kind::Int => Builder::Int(Int64Builder::with_capacity(capacity)),
                 Kind::NumNonNeg => Builder::Num(Float64Builder::with_capacity(capacity)),
@@ -220,7 +230,7 @@ impl Template {
         let mut i = 0usize;
         for (n, kind) in self.kinds.iter().enumerate() {
             let lit = &self.literals[n];
-            if !v[i..].starts_with(lit) {
+            if !has_at(v, i, lit) {
                 return false;
             }
             i += lit.len();
@@ -250,7 +260,7 @@ impl Template {
                     i = e;
                 }
                 Kind::NumOrNull => {
-                    if v[i..].starts_with(b"null") {
+                    if has_at(v, i, b"null") {
                         got.push(Got::Num(None, true));
                         i += 4;
                     } else {
@@ -320,7 +330,7 @@ impl Template {
             let name = &self.names[n];
             match b {
                 Builder::Str(s) => {
-                    fields.push(Field::new(name, DataType::Utf8, true));
+                    fields.push(Field::new(name, DataType::Utf8View, true));
                     arrays.push(Arc::new(s.finish()));
                 }
                 Builder::Int(s) => {
