@@ -57,9 +57,11 @@ from recovery.spec import PipelineSpec
 # Records per replayed batch: each is validated (or decoded) as it arrives and spooled (Arrow IPC); the
 # transient memory of decoding JSON grows with the batch. Events per key group: dedup, recompute and
 # compare hold a group's events, results and outputs, in several copies at once inside the joins.
-# Measured on a 10M-event incident (1.2M raw + 1.2M output records per partition): 50k / 400k peaked at
-# 760 MB per worker, 20k / 150k at 526 MB for about the same CPU time.
-BATCH_RECORDS = 20_000
+# Measured on a 10M-event incident (1.2M raw + 1.2M output records per partition), worker processes: 50k / 400k
+# peaked at 760 MB per worker, 20k / 150k at 526 MB for about the same CPU time. With partitions on threads and
+# the allocators tuned, the 10m plain recover (two runs each, interleaved): batches of 20k 29.3-32.3 s, 10.6-11.4
+# system CPU s (page faults), 476-480 MB; 50k 25.8-27.2 s, 8.1-9.1 s, 491-522 MB; 100k 27.1 s, 564 MB.
+BATCH_RECORDS = 50_000
 GROUP_ROWS = 150_000
 # A partition with at most this many planned raw records keeps its validated events in memory, as one key
 # group, and is read in batches of that size: spooling them to disk and reading them back (and splitting them by
