@@ -14,7 +14,7 @@ from typing import NoReturn
 import polars as pl
 
 from recovery.config import KafkaSettings
-from recovery.errors import BrokerError, RecoveryError
+from recovery.errors import BrokerError, RecoveryError, TopicError
 from recovery.frames import RECORDS
 
 BOOTSTRAP_TIMEOUT_MAX_MS = 10_000
@@ -110,4 +110,13 @@ def fenced_error(transactional_id: str) -> FencedError:
     return FencedError(
         f"another publish with transactional.id {transactional_id} took over",
         hint="let the other run finish; rerunning later is safe (a published digest is a no-op)",
+    )
+
+
+def missing_topic(settings: KafkaSettings, topic: str) -> TopicError:
+    """The error of a topic the cluster does not have (whichever client found out)."""
+    return TopicError(
+        f"topic {topic!r} does not exist on {settings.bootstrap_servers}",
+        topic=topic,
+        hint="check the name (`recovery kafka status` lists topics) or run the simulator first",
     )

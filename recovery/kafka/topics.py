@@ -12,6 +12,7 @@ from kafka.structs import TopicPartition
 from recovery.config import KafkaSettings
 from recovery.errors import TopicError
 from recovery.kafka.clients import admin, consumer, guarded
+from recovery.kafka.common import missing_topic
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,7 @@ def partitions_for(settings: KafkaSettings, topic: str) -> list[int]:
     info = described[0] if described else {}
     error = info.get("error_code", 0)
     if error == kerr.UnknownTopicOrPartitionError.errno or not info.get("partitions"):
-        raise TopicError(
-            f"topic {topic!r} does not exist on {settings.bootstrap_servers}",
-            topic=topic,
-            hint="check the name (`recovery kafka status` lists topics) or run the simulator first",
-        )
+        raise missing_topic(settings, topic)
     return sorted(p["partition_index"] for p in info["partitions"])
 
 

@@ -70,7 +70,6 @@ GROUP_ROWS = 150_000
 # s, 269-286 MB); held, 20k batches 1.41-1.65 s (2.1 CPU s, 309-375 MB); held, 65k batches 1.10-1.31 s; held,
 # whole-partition batches 0.97-1.18 s (1.5 CPU s, 299-367 MB). The 10M incident's partitions (1.2M+) are spooled.
 IN_MEMORY_RECORDS = 300_000
-SMALL_BATCH_RECORDS = IN_MEMORY_RECORDS
 # Truth alone (nothing compared) of a range of at most this many planned raw records is kept in memory (about 45
 # bytes a result) instead of spooled: 1M results are written to Parquet from memory in 0.05 s, from IPC parts in
 # 0.064 s after 40 MB written and read back. Bounded by the whole range, so a topic of many small partitions spools;
@@ -140,14 +139,13 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     raw_reader = cached_reader(task.raw_source, task.client)
     out_reader = cached_reader(task.outputs_source, task.client) if task.outputs_source is not None else None
     small = task.raw_plan.records <= IN_MEMORY_RECORDS
-    batch = SMALL_BATCH_RECORDS if small else BATCH_RECORDS
     raw_job = PartitionJob(
         task.raw_source,
         task.from_ms,
         spec.lookback_events,
         spec.layout,
         None,
-        batch,
+        _batch_records(task.raw_plan),
         "raw",
         task.client,
         task.to_ms,
@@ -165,7 +163,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     out_sink = OutputSink(originals, spec)
     outputs_read = None
     if out_reader is not None and task.outputs_source is not None and task.outputs_plan is not None:
-        out_batch = SMALL_BATCH_RECORDS if task.outputs_plan.records <= IN_MEMORY_RECORDS else BATCH_RECORDS
+        out_batch = _batch_records(task.outputs_plan)
         out_job = PartitionJob(task.outputs_source, None, 0, None, None, out_batch, "outputs", task.client)
         outputs_read = run_partition(out_reader, task.outputs_plan, out_job, out_sink, NoProgress())
         trim_memory()
@@ -190,9 +188,9 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
         split=events_by_group,
         quality=task.quality,
     )
-    published: pl.LazyFrame | GroupedOriginals | None = None
+    published: Originals | GroupedOriginals | None = None
     if outputs_read is not None:
-        published = originals.lazy()
+        published = Originals(originals.lazy())
         if grouped.key_groups is not None:
             spools = originals.split_by(grouped.key_groups)
             split.extend(spools.values())
@@ -235,10 +233,31 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     )
 
 
+def _batch_records(plan: PartitionPlan) -> int:
+    """Records per replayed batch: a small partition's whole range at once, else ``BATCH_RECORDS``."""
+    return IN_MEMORY_RECORDS if plan.records <= IN_MEMORY_RECORDS else BATCH_RECORDS
+
+
 def by_group(spools: dict[int, Spool], key_groups: pl.DataFrame, schema: pl.Schema) -> dict[int, pl.LazyFrame]:
     """Each group's rows (an empty frame for a group without any), and group -1: keys in no group."""
     ids = {*key_groups.get_column("_group").unique().to_list(), -1}
     return {g: spools[g].lazy() if g in spools else empty(schema).lazy() for g in ids}
+
+
+@dataclass
+class Originals:
+    """The published outputs of a partition (or a Spark group task) as one frame, read for a set of keys at a time
+    (:class:`GroupedOriginals` reads them by key group)."""
+
+    frame: pl.LazyFrame
+
+    def of(self, keys: pl.Series) -> pl.LazyFrame:
+        """The outputs of ``keys``."""
+        return self.frame.filter(pl.col("key").is_in(keys.implode()))
+
+    def others(self, known: pl.Series) -> pl.LazyFrame:
+        """The outputs of keys not in ``known`` (keys without a valid raw event)."""
+        return self.frame.filter(~pl.col("key").is_in(known.implode()))
 
 
 @dataclass
@@ -279,7 +298,7 @@ class KeyGroupResults:
 
 def recover_key_groups(
     grouped: KeyGroupDedup,
-    originals: pl.LazyFrame | GroupedOriginals | None,
+    originals: Originals | GroupedOriginals | None,
     spec: PipelineSpec,
     from_ms: int,
     to_ms: int,
@@ -317,20 +336,14 @@ def recover_key_groups(
         truths.write(truth)
         timings["truth"] += time.monotonic() - mark
         if originals is not None:
-            if isinstance(originals, GroupedOriginals):
-                mine = originals.of(keys)
-            else:
-                mine = originals.filter(pl.col("key").is_in(keys.implode()))
-            compare_part(mine.collect(engine="streaming"), truth)  # streamed: the parts filtered as they are read
+            compare_part(
+                originals.of(keys).collect(engine="streaming"), truth
+            )  # streamed: the parts filtered as they are read
         del truth
         mark = time.monotonic()
     if originals is not None:
         known = pl.Series(results.raw_keys, dtype=pl.String)
-        if isinstance(originals, GroupedOriginals):
-            others = originals.others(known)
-        else:
-            others = originals.filter(~pl.col("key").is_in(known.implode()))
-        orphans = others.collect(engine="streaming")
+        orphans = originals.others(known).collect(engine="streaming")
         if orphans.height:
             compare_part(orphans, empty(RESULTS))
     return results

@@ -21,7 +21,7 @@ import polars as pl
 
 from recovery.frames import COMPARISON, OUTPUTS, QUARANTINE, RESULTS, empty, events_schema
 from recovery.pipeline.dedup import DUPLICATES, GAPS, KEY_STATS, Coverage, KeyGroupDedup, quarantined_seqs
-from recovery.pipeline.partitioned import EventSink, OutputSink, Spool, recover_key_groups
+from recovery.pipeline.partitioned import EventSink, Originals, OutputSink, Spool, recover_key_groups
 from recovery.pipeline.timebasis import StampSkew
 from recovery.replay.bounded import LookbackNeed, ReadSpan
 from recovery.replay.plan import KAFKA_TIME
@@ -202,7 +202,7 @@ def recover_group(job: GroupJob, partition: int, bucket: int, rows: list[Row]) -
         comparisons = Spool(work_dir, f"comparison-{name}", p, COMPARISON)
         groups = recover_key_groups(
             grouped,
-            originals.lazy(),
+            Originals(originals.lazy()),
             spec,
             job.from_ms,
             job.to_ms,

@@ -11,8 +11,9 @@ from typing import Any
 
 import polars as pl
 
-from recovery.errors import ConfigError, DataError, TopicError
+from recovery.errors import ConfigError, DataError
 from recovery.kafka.client import DEFAULT_CLIENT, NATIVE, check_client, close_soon
+from recovery.kafka.common import missing_topic
 from recovery.kafka.native import NativeReader
 from recovery.source import FileSource, KafkaSource, Source
 from recovery.timerange import format_ms
@@ -126,6 +127,22 @@ def plan(
     return Snapshot(source.to_dict(), from_ms, to_ms, lookback_ms, lookback_events, slack_ms, tuple(plans), time_basis)
 
 
+# what planning asks of the cluster, per chosen partition: (log start, log end), and the first offsets at the
+# range's start and end times (None: no record that late; the start is None when no time is given)
+Lookups = tuple[dict[int, tuple[int, int]], dict[int, int | None], dict[int, int | None]]
+
+
+def _bounds(found: Lookups, by_start_time: bool) -> dict[int, tuple[int, int, int, int]]:
+    """``(log_start, log_end, start, end)`` per partition from what either client looked up."""
+    marks, starts, ends = found
+    bounds = {}
+    for p, (log_start, log_end) in marks.items():
+        start, end = starts[p], ends[p]
+        first = (log_end if start is None else start) if by_start_time else log_start
+        bounds[p] = (log_start, log_end, first, log_end if end is None else end)
+    return bounds
+
+
 def _kafka_bounds(
     source: KafkaSource,
     from_ms: int | None,
@@ -141,31 +158,22 @@ def _kafka_bounds(
     from recovery.kafka.topics import partitions_for
 
     settings, topic = source.settings, source.topic
-    existing = partitions_for(settings, topic)
-    chosen = _choose(existing, partitions, topic)
+    chosen = _choose(partitions_for(settings, topic), partitions, topic)
     tps = [TopicPartition(topic, p) for p in chosen]
     with consumer(settings, isolation_level=source.isolation_level) as c:
         action = f"reading offsets of {topic}"
         log_start = guarded(settings, action, lambda: c.beginning_offsets(tps))
         log_end = guarded(settings, action, lambda: c.end_offsets(tps))
 
-        def first_at(ts_ms: int) -> dict[TopicPartition, int | None]:
+        def first_at(ts_ms: int | None) -> dict[int, int | None]:
+            if ts_ms is None:
+                return dict.fromkeys(chosen)
             found = guarded(settings, action, lambda: c.offsets_for_times({tp: max(0, ts_ms) for tp in tps}))
-            return {tp: (None if found.get(tp) is None else found[tp].offset) for tp in tps}
+            return {tp.partition: (None if found.get(tp) is None else found[tp].offset) for tp in tps}
 
-        starts = first_at(from_ms - lookback_ms) if from_ms is not None else {tp: log_start[tp] for tp in tps}
-        ends = first_at(to_ms + slack_ms) if to_ms is not None else {tp: None for tp in tps}
-    bounds = {}
-    for tp in tps:
-        start = starts[tp]
-        end = ends[tp]
-        bounds[tp.partition] = (
-            log_start[tp],
-            log_end[tp],
-            log_end[tp] if start is None else start,
-            log_end[tp] if end is None else end,
-        )
-    return bounds
+        marks = {tp.partition: (log_start[tp], log_end[tp]) for tp in tps}
+        found = (marks, first_at(_minus(from_ms, lookback_ms)), first_at(_plus(to_ms, slack_ms)))
+    return _bounds(found, from_ms is not None)
 
 
 def _native_bounds(
@@ -181,29 +189,25 @@ def _native_bounds(
     try:
         existing = reader.partitions()
         if existing is None:
-            raise TopicError(
-                f"topic {source.topic!r} does not exist on {source.settings.bootstrap_servers}",
-                topic=source.topic,
-                hint="check the name (`recovery kafka status` lists topics) or run the simulator first",
-            )
+            raise missing_topic(source.settings, source.topic)
         chosen = _choose(existing, partitions, source.topic)
+
+        def first_at(ts_ms: int | None) -> dict[int, int | None]:
+            return dict.fromkeys(chosen) if ts_ms is None else reader.offsets_at(chosen, ts_ms)
+
         marks = {p: reader.watermarks(p) for p in chosen}
-        none: dict[int, int | None] = dict.fromkeys(chosen)
-        starts = reader.offsets_at(chosen, from_ms - lookback_ms) if from_ms is not None else none
-        ends = reader.offsets_at(chosen, to_ms + slack_ms) if to_ms is not None else none
+        found = (marks, first_at(_minus(from_ms, lookback_ms)), first_at(_plus(to_ms, slack_ms)))
     finally:
         close_soon(reader)
-    bounds = {}
-    for p in chosen:
-        log_start, log_end = marks[p]
-        start, end = starts[p], ends[p]
-        bounds[p] = (
-            log_start,
-            log_end,
-            log_start if from_ms is None else (log_end if start is None else start),
-            log_end if end is None else end,
-        )
-    return bounds
+    return _bounds(found, from_ms is not None)
+
+
+def _minus(ms: int | None, delta: int) -> int | None:
+    return None if ms is None else ms - delta
+
+
+def _plus(ms: int | None, delta: int) -> int | None:
+    return None if ms is None else ms + delta
 
 
 def check_archive_covers(
