@@ -88,7 +88,7 @@ fn plain_char(b: u8) -> bool {
     b != b'"' && b != b'\\' && b >= 0x20
 }
 
-fn digits(v: &[u8], mut i: usize) -> usize {
+fn digits_end(v: &[u8], mut i: usize) -> usize {
     while i < v.len() && v[i].is_ascii_digit() {
         i += 1;
     }
@@ -103,33 +103,82 @@ fn int_end(v: &[u8], i: usize, signed: bool) -> Option<usize> {
     }
     match v.get(j) {
         Some(b'0') => Some(j + 1),
-        Some(b'1'..=b'9') => Some(digits(v, j + 1)),
+        Some(b'1'..=b'9') => Some(digits_end(v, j + 1)),
         _ => None,
     }
 }
 
-/// End of a JSON number (integer part, optional fraction, optional exponent) at `i`.
-fn num_end(v: &[u8], i: usize, signed: bool) -> Option<usize> {
-    let mut j = int_end(v, i, signed)?;
+/// `b` (a JSON integer, ASCII) as i64; None beyond 64 bits.
+fn parse_int(b: &[u8]) -> Option<i64> {
+    let (negative, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.len() > 18 {
+        // may overflow: the library checks
+        return std::str::from_utf8(b).ok()?.parse::<i64>().ok();
+    }
+    let m = digits.iter().fold(0i64, |m, d| m * 10 + i64::from(d - b'0'));
+    Some(if negative { -m } else { m })
+}
+
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The JSON number at `i` (integer part, optional fraction, optional exponent): its end and its value, correctly
+/// rounded (as `str::parse`). Without an exponent and with at most 15 digits, the digits are an integer below 2^53
+/// and the divisor a power of ten below 2^53: both exact, so the one division is correctly rounded (Clinger's fast
+/// path); other numbers go to the library.
+fn number(v: &[u8], i: usize, signed: bool) -> Option<(usize, Option<f64>)> {
+    let negative = signed && v.get(i) == Some(&b'-');
+    let start = if negative { i + 1 } else { i };
+    let mut m = 0u64;
+    let mut j = start;
+    match v.get(j) {
+        Some(b'0') => j += 1,
+        Some(b'1'..=b'9') => {
+            while let Some(&c @ b'0'..=b'9') = v.get(j) {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                j += 1;
+            }
+        }
+        _ => return None,
+    }
+    let mut scale = 0usize;
     if v.get(j) == Some(&b'.') {
-        let k = digits(v, j + 1);
-        if k == j + 1 {
+        let k = j + 1;
+        j = k;
+        while let Some(&c @ b'0'..=b'9') = v.get(j) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            j += 1;
+        }
+        if j == k {
             return None;
         }
-        j = k;
+        scale = j - k;
     }
+    let digits = j - start - usize::from(scale > 0);
     if matches!(v.get(j), Some(b'e') | Some(b'E')) {
         let mut k = j + 1;
         if matches!(v.get(k), Some(b'+') | Some(b'-')) {
             k += 1;
         }
-        let m = digits(v, k);
-        if m == k {
+        let e = digits_end(v, k);
+        if e == k {
             return None;
         }
-        j = m;
+        return Some((e, library_f64(&v[i..e])));
     }
-    Some(j)
+    if digits <= 15 {
+        let x = m as f64 / POW10[scale];
+        return Some((j, Some(if negative { -x } else { x })));
+    }
+    Some((j, library_f64(&v[i..j])))
+}
+
+fn library_f64(b: &[u8]) -> Option<f64> {
+    std::str::from_utf8(b).ok()?.parse::<f64>().ok()
 }
 
 /// End of a plain string `"..."` at `i` (no escapes, no control characters) and its contents.
@@ -223,10 +272,9 @@ impl Template {
     /// The fields of `value` when it follows the template exactly.
     fn scan<'a>(&self, value: &'a [u8], got: &mut Vec<Got<'a>>) -> bool {
         got.clear();
-        let Ok(text) = std::str::from_utf8(value) else {
-            return false;
-        };
-        let v = text.as_bytes();
+        // every byte outside the strings is matched against ASCII (literals, digits, signs), so the value is
+        // UTF-8 exactly when each string's contents are: only those are checked
+        let v = value;
         let mut i = 0usize;
         for (n, kind) in self.kinds.iter().enumerate() {
             let lit = &self.literals[n];
@@ -242,21 +290,24 @@ impl Template {
                     if *kind == Kind::StrNonEmpty && a == b {
                         return false;
                     }
-                    got.push(Got::Text(&text[a..b]));
+                    let Ok(t) = std::str::from_utf8(&v[a..b]) else {
+                        return false;
+                    };
+                    got.push(Got::Text(t));
                     i = b + 1;
                 }
                 Kind::Int => {
                     let Some(e) = int_end(v, i, true) else {
                         return false;
                     };
-                    got.push(Got::Int(text[i..e].parse::<i64>().ok()));
+                    got.push(Got::Int(parse_int(&v[i..e])));
                     i = e;
                 }
                 Kind::NumNonNeg => {
-                    let Some(e) = num_end(v, i, false) else {
+                    let Some((e, x)) = number(v, i, false) else {
                         return false;
                     };
-                    got.push(Got::Num(text[i..e].parse::<f64>().ok(), true));
+                    got.push(Got::Num(x, true));
                     i = e;
                 }
                 Kind::NumOrNull => {
@@ -264,11 +315,10 @@ impl Template {
                         got.push(Got::Num(None, true));
                         i += 4;
                     } else {
-                        let Some(e) = num_end(v, i, true) else {
+                        let Some((e, x)) = number(v, i, true) else {
                             return false;
                         };
-                        let x = text[i..e].parse::<f64>().ok();
-                        let plain = x.is_some_and(f64::is_finite) && &text[i..e] != "-0";
+                        let plain = x.is_some_and(f64::is_finite) && &v[i..e] != b"-0";
                         got.push(Got::Num(x, plain));
                         i = e;
                     }
@@ -284,6 +334,9 @@ impl Template {
                     let Some(e) = json_str_end(v, i) else {
                         return false;
                     };
+                    if std::str::from_utf8(&v[i..e]).is_err() {
+                        return false;
+                    }
                     got.push(Got::Checked);
                     i = e;
                 }

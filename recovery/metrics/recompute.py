@@ -44,22 +44,34 @@ def is_event_time_ordered(events: pl.DataFrame) -> bool:
 
 def order_by_event_time(events: pl.DataFrame) -> pl.DataFrame:
     """Rows sorted by key, event time, seq (stable); returned as is when already in that order."""
-    if is_event_time_ordered(events):
+    n = events.height
+    if n < 2:
         return events
-    # Sorting on one integer is several times faster than on (string, int, int): encode (key rank, ts)
-    # into one Int64 when it fits, and break the remaining ties by seq.
+    # Sorting on one integer is several times faster than on (string, int, int): encode (key rank, ts) into one
+    # Int64 when it fits (and the checks compare integers, not strings), and break the remaining ties by seq
     keys = events.get_column("key").unique().sort()
     ts_min, ts_max = events.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0)
     key_bits = max(1, (keys.len() - 1).bit_length())
     ts_bits = max(1, (ts_max - ts_min).bit_length())
     if keys.null_count() or key_bits + ts_bits > _COMPOSITE_BITS:
+        if is_event_time_ordered(events):
+            return events
         return events.sort("key", "ts", "seq", maintain_order=True)
-    rank = pl.col("key").replace_strict(keys, pl.int_range(keys.len(), dtype=pl.Int64, eager=True))
+    rank = pl.col("key").cast(pl.Enum(keys)).to_physical().cast(pl.Int64)
     composite = rank * (1 << ts_bits) + (pl.col("ts") - ts_min)
-    ordered = events.sort(composite, maintain_order=True)
-    if is_event_time_ordered(ordered):  # ties in (key, ts) usually arrive in seq order already
-        return ordered
-    return events.sort(composite, pl.col("seq"), maintain_order=True)
+    c, s = pl.col("_c"), pl.col("seq")
+    in_order = ((c > c.shift(1)) | ((c == c.shift(1)) & (s >= s.shift(1)))).fill_null(True).all()
+    marked = events.select(composite.alias("_c"), "seq")
+    if marked.select(in_order).item():
+        return events
+    row_bits = (n - 1).bit_length()
+    if key_bits + ts_bits + row_bits <= _COMPOSITE_BITS:
+        # with the row number in the low bits every value is distinct: an unstable sort keeps arrival order
+        packed = marked.select((c * (1 << row_bits) + pl.int_range(pl.len(), dtype=pl.Int64)).sort()).to_series()
+        rows = packed & ((1 << row_bits) - 1)
+        if marked[rows].select(in_order).item():  # ties in (key, ts) usually arrive in seq order already
+            return events[rows]
+    return events.with_columns(composite.alias("_c")).sort("_c", "seq", maintain_order=True).drop("_c")
 
 
 def order_by_arrival(events: pl.DataFrame) -> pl.DataFrame:

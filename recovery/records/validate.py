@@ -140,6 +140,9 @@ def _acceptable() -> pl.Expr:
 
 
 _WHERE = ("_row", "partition", "offset", "timestamp_ms")
+# at most this many rows the compiled pass left are checked one by one (~20 us each), more go through the bulk
+# passes first (a few ms whatever their number, then one by one for what those leave)
+FEW_ROWS = 200
 
 
 def _as_events(decoded: pl.DataFrame) -> pl.DataFrame:
@@ -229,8 +232,8 @@ def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec | EventsSpec
         accepted = compiled.get_column(MATCHED) & decoded.select(_acceptable()).to_series()
         valid_chunks.append(_as_events(decoded.filter(accepted)))
         rows = rows.filter(~accepted)
-        if rows.height == 0:
-            return conform(valid_chunks[0].drop("_row"), EVENTS), empty(QUARANTINE)
+        if rows.height <= FEW_ROWS:  # the bulk passes' fixed cost (a few ms) is more than these rows' checks
+            return _with_checked(valid_chunks, rows, fields)
         rows = _with_text(rows)
     else:
         rows = _with_text(rows)
@@ -249,15 +252,21 @@ def validate(records: pl.DataFrame, spec: PipelineSpec | FieldsSpec | EventsSpec
         chunk = chunk.with_columns(ok.alias("_ok"))
         valid_chunks.append(_as_events(chunk.filter("_ok")))
         suspects.append(chunk.filter(~pl.col("_ok")).select("_row", *RECORDS))
-    fallback = pl.concat([frame.select("_row", *RECORDS) for frame in suspects])
-    checked_events, quarantined = _check_rows(fallback, fields, EVENTS)
+    return _with_checked(valid_chunks, pl.concat([frame.select("_row", *RECORDS) for frame in suspects]), fields)
+
+
+def _with_checked(
+    valid_chunks: list[pl.DataFrame], rows: pl.DataFrame, fields: FieldsSpec
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(EVENTS, QUARANTINE) in record order: the chunks validated in bulk, plus ``rows`` (``_row`` and RECORDS)
+    checked one by one."""
+    checked_events, quarantined = _check_rows(rows, fields, EVENTS)
     parts = [chunk for chunk in (*valid_chunks, checked_events) if chunk.height]
     if len(parts) == 1:  # in record order already (usually the compiled pass's rows, the rest being malformed)
         events = parts[0]
     else:
         events = pl.concat(parts, how="vertical_relaxed").sort("_row") if parts else checked_events
-    quarantine = quarantined.sort("_row").drop("_row")
-    return conform(events, EVENTS), conform(quarantine, QUARANTINE)
+    return conform(events, EVENTS), conform(quarantined.sort("_row").drop("_row"), QUARANTINE)
 
 
 def _check_rows(

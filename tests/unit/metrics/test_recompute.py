@@ -163,6 +163,34 @@ def test_ordering_breaks_time_ties_by_seq_and_is_skipped_when_sorted() -> None:
     assert order_by_event_time(ordered) is ordered
 
 
+@pytest.mark.parametrize(
+    ("n", "n_keys", "ts_span", "seed"),
+    [
+        (200, 3, 10, 1),  # many (key, ts) ties
+        (5_000, 40, 100_000, 2),
+        (3_000, 16, 2**60, 3),  # (key rank, ts) does not fit one integer
+        (2_000, 5, 2**50, 4),  # fits, but not with the row number beside it
+        (1, 1, 1, 5),
+    ],
+)
+def test_ordering_is_a_stable_sort_by_key_time_seq(n: int, n_keys: int, ts_span: int, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    rows = [
+        (f"k{rng.randrange(n_keys)}", rng.randrange(3), rng.randrange(ts_span), float(i), 1.0) for i in range(n)
+    ]
+    if seed % 2:  # mostly in order already, as a partition in arrival order is
+        rows.sort(key=lambda r: (r[0], r[2]))
+        for _ in range(n // 20):
+            i, j = rng.randrange(n), rng.randrange(n)
+            rows[i], rows[j] = rows[j], rows[i]
+    ev = events(rows)
+    # the reference: Python's stable sort of the rows (price numbers the rows in arrival order)
+    expected = [r[3] for r in sorted(rows, key=lambda r: (r[0], r[2], r[1]))]
+    assert order_by_event_time(ev).get_column("price").to_list() == expected
+
+
 def test_bad_range_and_bad_frame_are_errors() -> None:
     with pytest.raises(DataError, match="empty range"):
         recompute(pl.DataFrame(schema=EVENTS), spec_of(SMA3), from_ms=10, to_ms=10)
