@@ -106,8 +106,9 @@ def repeated_hashes(hashes: pl.Series) -> pl.Series:
     return later.filter(later == ordered.slice(0, max(ordered.len() - 1, 0))).unique()
 
 
-def _first_copies(ids: pl.Series) -> pl.Series | None:
-    """Per row, whether its id is the first of its copies; None when no id repeats.
+def _first_copies(ids: pl.Series) -> tuple[pl.Series, pl.Series] | None:
+    """(per row, whether its id repeats a hash of another row's; per row, whether its id is the first of its
+    copies); None when no id repeats.
 
     The ids' 64-bit hashes are sorted so that repeats are neighbours (several times cheaper than a hash table of
     the strings); only the rows whose hash repeats are then compared exactly (every copy of an id has its hash,
@@ -117,9 +118,8 @@ def _first_copies(ids: pl.Series) -> pl.Series | None:
     if repeats.len() == 0:
         return None
     suspect = hashes.is_in(repeats.implode())
-    first = suspect.not_()
     exact = ids.filter(suspect).is_first_distinct()
-    return first.scatter(suspect.arg_true(), exact)
+    return suspect, suspect.not_().scatter(suspect.arg_true(), exact)
 
 
 def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -127,13 +127,16 @@ def drop_duplicates(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     schema = events_like(events.columns)
     arrived = _in_arrival_order(conform(events, schema))
     content = [*CONTENT, *(c for c in schema.names() if c not in EVENT_BASE)]
-    first = _first_copies(arrived.get_column("event_id")) if arrived.height else None
-    if first is None or first.all():
+    found = _first_copies(arrived.get_column("event_id")) if arrived.height else None
+    if found is None or found[1].all():
         return arrived, empty(DUPLICATES)
-    marked = arrived.with_columns(first.alias("_first"))
-    kept = marked.filter("_first").drop("_first")
-    dropped = marked.filter(~pl.col("_first")).drop("_first")
-    originals = kept.filter(pl.col("event_id").is_in(dropped.get_column("event_id").implode())).select(
+    suspect, first = found
+    kept = arrived.filter(first)
+    # every copy, first or not, is among the rows whose hash repeats: the rest of the work is on those alone
+    copies = arrived.filter(suspect).with_columns(first.filter(suspect).alias("_first"))
+    dropped = copies.filter(~pl.col("_first")).drop("_first")
+    originals = copies.filter(pl.col("_first") & pl.col("event_id").is_in(dropped.get_column("event_id").implode()))
+    originals = originals.select(
         "event_id",
         pl.col("partition").alias("kept_partition"),
         pl.col("offset").alias("kept_offset"),
