@@ -19,10 +19,13 @@ from bench.measure import ROOT
 from recovery.frames import RESULTS
 from recovery.spec import PipelineSpec
 
-# The same end-of-partition wait and the same connection setting as the toolkit's librdkafka readers: connecting at
-# once (not on demand) also takes kcat out of its slow mode (1.1-1.3 s instead of 0.37-0.45 s for the 1m topic,
-# in about one run out of three)
-KCAT_TUNING = ["-X", "fetch.wait.max.ms=10", "-X", "enable.sparse.connections=false"]
+# The same end-of-partition wait and the same connection setting as the toolkit's librdkafka readers, and a prefetch
+# queue kcat never fills on these topics: with its default (100k messages per partition) kcat's writing fell behind
+# its fetching in about one run in three, and librdkafka 2.0 (Debian's kcat) then waits about a second before it
+# fetches that partition again (1.1-1.3 s instead of 0.35-0.5 s for the 1m topic); this baseline is kcat at its best
+KCAT_TUNING = [
+    "-X", "fetch.wait.max.ms=10", "-X", "enable.sparse.connections=false", "-X", "queued.min.messages=1000000",
+]
 
 
 def kcat_command(bootstrap: str, topic: str) -> list[str] | None:

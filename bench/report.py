@@ -242,7 +242,9 @@ the text outside them is kept.
   peak (`VmHWM`) when larger. Input frames loaded by the stage count.
 - **Baselines**: `kcat -C -e` reads every partition of the topic to /dev/null (with `fetch.wait.max.ms=10` and
   `enable.sparse.connections=false`, the settings the toolkit's librdkafka readers use, so neither waits 500 ms
-  at the end of a partition nor about 50 ms for its first connection);
+  at the end of a partition nor about 50 ms for its first connection, and with `queued.min.messages=1000000`, so
+  kcat never stops fetching a partition for a second when its writing falls behind, as it did in about one run in
+  three with the default: kcat at its best);
   `kafka-consumer-perf-test` reports its own rate (*fetch.nMsg.sec*, without the group join) in the notes,
   the table shows its wall time including the JVM start; the deque loop is the seed's approach (a
   `deque(maxlen=n)` per key, a dict of accumulators per (key, window start)) over the same events as the

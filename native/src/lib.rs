@@ -2,8 +2,8 @@
 //!
 //! `Reader` reads offset ranges of one partition with librdkafka (read_committed by default, so aborted
 //! transactions and control records never reach it) and hands each batch to Python as an Arrow struct array
-//! (partition, offset, timestamp_ms, key, value) through the Arrow PyCapsule interface: no Python object is
-//! made per record.
+//! (partition, offset, timestamp_ms, key, value; binary views, as polars holds them) through the Arrow PyCapsule
+//! interface: no Python object is made per record.
 
 mod template;
 
@@ -12,7 +12,7 @@ use std::ffi::{CStr, CString};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::builder::{ArrayBuilder, Int64Builder, LargeBinaryBuilder};
+use arrow_array::builder::{ArrayBuilder, BinaryViewBuilder, Int64Builder};
 use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BinaryViewArray, Int32Array, LargeBinaryArray, StructArray,
@@ -64,19 +64,21 @@ impl RecordBatch {
 struct Fetched {
     offsets: Int64Builder,
     stamps: Int64Builder,
-    keys: LargeBinaryBuilder,
-    values: LargeBinaryBuilder,
+    keys: BinaryViewBuilder,
+    values: BinaryViewBuilder,
     data_end: Option<i64>,
     log_end: Option<i64>,
 }
+
+const VIEW_BLOCK_BYTES: u32 = 1 << 20;
 
 fn record_fields() -> Fields {
     Fields::from(vec![
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
         Field::new("timestamp_ms", DataType::Int64, false),
-        Field::new("key", DataType::LargeBinary, true),
-        Field::new("value", DataType::LargeBinary, true),
+        Field::new("key", DataType::BinaryView, true),
+        Field::new("value", DataType::BinaryView, true),
     ])
 }
 
@@ -85,8 +87,10 @@ impl Fetched {
         Fetched {
             offsets: Int64Builder::with_capacity(capacity),
             stamps: Int64Builder::with_capacity(capacity),
-            keys: LargeBinaryBuilder::with_capacity(capacity, capacity * 16),
-            values: LargeBinaryBuilder::with_capacity(capacity, capacity * 128),
+            // views, as polars holds binary columns: it takes the buffers as they are (no copy); values of
+            // more than 12 bytes go to blocks of 1 MB
+            keys: BinaryViewBuilder::with_capacity(capacity).with_fixed_block_size(VIEW_BLOCK_BYTES),
+            values: BinaryViewBuilder::with_capacity(capacity).with_fixed_block_size(VIEW_BLOCK_BYTES),
             data_end: None,
             log_end: None,
         }
