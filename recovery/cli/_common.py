@@ -11,6 +11,7 @@ from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
 from recovery.replay.plan import KAFKA_TIME, TIME_BASES
+from recovery.replay.pool import AUTO
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import TimeRange, time_range
 
@@ -53,9 +54,10 @@ def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=usable_cores(),
-        help=f"partitions worked on at a time, one per worker thread (processes for kafka-python) (default: the usable "
-        f"cores, {usable_cores()} here)",
+        default=AUTO,
+        help=f"partitions worked on at a time, one per worker thread (processes for kafka-python) (default {AUTO}: the "
+        f"usable cores, {usable_cores()} here, and one more thread when every partition is small enough to be held "
+        "in memory)",
     )
     parser.add_argument(
         "--slack-ms",

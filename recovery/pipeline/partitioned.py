@@ -560,6 +560,7 @@ def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> li
             in_process=not isinstance(first, KafkaSource),
             processes=first is not None and decodes_in_python(first, tasks[0].client),
             fresh_process_per_task=any(_planned(task) > FRESH_PROCESS_RECORDS for task in tasks),
+            held=all(task.raw_plan.records <= IN_MEMORY_RECORDS for task in tasks),
         )
 
 

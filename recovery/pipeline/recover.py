@@ -55,6 +55,7 @@ from recovery.pipeline.steps import (
 from recovery.pipeline.timebasis import check_compared
 from recovery.replay.bounded import DEFAULT_SLACK_MS, ReplayResult
 from recovery.replay.plan import KAFKA_TIME, check_time_basis
+from recovery.replay.pool import check_workers
 from recovery.source import Source
 from recovery.spark.session import SparkOptions
 from recovery.spec import PipelineSpec
@@ -87,8 +88,7 @@ class RecoverOptions:
         check_engine(self.engine)
         check_time_basis(self.time_basis)
         check_client(self.client)
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        check_workers(self.workers)
         if self.slack_ms < 0:
             raise ConfigError(f"slack_ms must be >= 0, got {self.slack_ms}")
 

@@ -31,7 +31,7 @@ from recovery.frames import RECORDS, empty
 from recovery.kafka.client import DEFAULT_CLIENT, check_client
 from recovery.records.validate import validate
 from recovery.replay.plan import DEFAULT_SLACK_MS, KAFKA_TIME, PartitionPlan, Snapshot, label, plan
-from recovery.replay.pool import cached_reader, decodes_in_python, run_tasks, stop_point
+from recovery.replay.pool import cached_reader, check_workers, decodes_in_python, run_tasks, stop_point
 from recovery.replay.progress import PartitionProgress, ProgressSink, progress_enabled
 from recovery.replay.readers import MemorySink, ParquetSink, Reader, Sink
 from recovery.source import SIDECAR, FileSource, Source
@@ -367,8 +367,7 @@ def replay(
     or native).
     """
     check_client(client)
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    check_workers(workers)
     if batch_records < 1:
         raise ConfigError(f"batch_records must be >= 1, got {batch_records}")
     lb_ms, lb_events = lookbacks(spec, offsets, lookback_ms, lookback_events)

@@ -18,14 +18,21 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, Thr
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
+from recovery.config import usable_cores
 from recovery.kafka.client import KAFKA_PYTHON, check_client, close_soon
 from recovery.memory import ALLOCATOR_ENV, allocator_settings
+from recovery.errors import ConfigError
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
 from recovery.replay.readers import Reader, reader_for
 from recovery.source import KafkaSource, Source
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# ``workers`` asking for the default: as many tasks at a time as usable cores, one more on threads when every task
+# holds its partition in memory (such a task waits on the broker for part of its time: with a third thread on 2 cores
+# the 1m recompute took 0.78-0.85 s instead of 0.82-0.95 s, and the 1m recover 490 MB instead of 460)
+AUTO = 0
 
 _QUEUE: Any = None
 _READERS: dict[Any, Reader] = {}  # by (source, client, thread)
@@ -58,6 +65,21 @@ def _worker_environment() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` when it is a number of workers or :data:`AUTO` (ConfigError otherwise)."""
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 1, or {AUTO} for the default (the usable cores), got {workers}")
+    return workers
+
+
+def tasks_at_a_time(workers: int, *, threads: bool, held: bool) -> int:
+    """How many tasks run at a time for ``workers``: the number given, or for :data:`AUTO` the usable cores, plus
+    one on ``threads`` when the tasks hold their partitions in memory (``held``)."""
+    if check_workers(workers) != AUTO:
+        return workers
+    return usable_cores() + (1 if threads and held else 0)
 
 
 def decodes_in_python(source: Source, client: str) -> bool:
@@ -105,14 +127,17 @@ def run_tasks(
     in_process: bool = False,
     processes: bool = False,
     fresh_process_per_task: bool = False,
+    held: bool = False,
 ) -> list[R]:
     """``fn(task, progress)`` for every task, results in task order.
 
     One task, one worker or ``in_process`` (archive files: one thread reads them best) run here, one after the
     other; otherwise up to ``workers`` threads, or with ``processes`` up to ``workers`` spawned processes.
     ``fresh_process_per_task`` (processes only): what one task's frames left behind in the allocator is not
-    carried into the next. A failed task stops the tasks not yet started; its error is raised.
+    carried into the next. ``held``: every task holds its partition in memory (see :func:`tasks_at_a_time`). A failed
+    task stops the tasks not yet started; its error is raised.
     """
+    workers = tasks_at_a_time(workers, threads=not processes, held=held)
     if workers <= 1 or len(tasks) <= 1 or in_process:
         try:
             return [fn(task, progress) for task in tasks]

@@ -45,12 +45,19 @@ def test_range_steps_default_to_every_usable_core_and_the_auto_client(
     verb: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from recovery.cli import build_parser
+    from recovery.replay.pool import AUTO, tasks_at_a_time
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     parser = build_parser()  # the defaults are read when the parser is built
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
-    assert sub.get_default("workers") == 3
+    assert sub.get_default("workers") == AUTO
     assert sub.get_default("client") == "auto"
+    assert "3 here" in sub.format_help()
+    # the default resolves to the usable cores, one more thread when every partition is held in memory
+    assert tasks_at_a_time(AUTO, threads=True, held=False) == 3
+    assert tasks_at_a_time(AUTO, threads=True, held=True) == 4
+    assert tasks_at_a_time(AUTO, threads=False, held=True) == 3  # worker processes (kafka-python): one per core
+    assert tasks_at_a_time(2, threads=True, held=True) == 2  # a number given is kept
 
 
 def test_spark_options_are_checked_before_anything_is_read(

@@ -148,3 +148,14 @@ def test_a_reader_is_closed_on_a_thread_of_its_own_without_holding_up_the_caller
     for thread in closers:
         thread.join(5)
     assert reader.closed_on == "recovery-close-reader"
+
+
+def test_a_negative_number_of_workers_is_refused_and_auto_runs_the_tasks_on_threads() -> None:
+    from recovery.errors import ConfigError
+    from recovery.replay.pool import AUTO, check_workers
+
+    with pytest.raises(ConfigError, match="workers must be >= 1, or 0"):
+        check_workers(-1)
+    found = run_tasks(where, ["a", "b", "c", "d"], workers=AUTO, progress=quiet(), held=True)
+    assert [f[0] for f in found] == ["a", "b", "c", "d"]
+    assert {f[3] for f in found} == {os.getpid()}
