@@ -24,7 +24,12 @@ from recovery.spec import PipelineSpec
 # its fetching in about one run in three, and librdkafka 2.0 (Debian's kcat) then waits about a second before it
 # fetches that partition again (1.1-1.3 s instead of 0.35-0.5 s for the 1m topic); this baseline is kcat at its best
 KCAT_TUNING = [
-    "-X", "fetch.wait.max.ms=10", "-X", "enable.sparse.connections=false", "-X", "queued.min.messages=1000000",
+    "-X",
+    "fetch.wait.max.ms=10",
+    "-X",
+    "enable.sparse.connections=false",
+    "-X",
+    "queued.min.messages=1000000",
 ]
 
 

@@ -19,9 +19,9 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from recovery.config import usable_cores
+from recovery.errors import ConfigError
 from recovery.kafka.client import KAFKA_PYTHON, check_client, close_soon
 from recovery.memory import ALLOCATOR_ENV, allocator_settings
-from recovery.errors import ConfigError
 from recovery.replay.progress import NoProgress, PartitionProgress, ProgressSink, QueueProgress
 from recovery.replay.readers import Reader, reader_for
 from recovery.source import KafkaSource, Source

@@ -177,9 +177,7 @@ def test_ordering_is_a_stable_sort_by_key_time_seq(n: int, n_keys: int, ts_span:
     import random
 
     rng = random.Random(seed)
-    rows = [
-        (f"k{rng.randrange(n_keys)}", rng.randrange(3), rng.randrange(ts_span), float(i), 1.0) for i in range(n)
-    ]
+    rows = [(f"k{rng.randrange(n_keys)}", rng.randrange(3), rng.randrange(ts_span), float(i), 1.0) for i in range(n)]
     if seed % 2:  # mostly in order already, as a partition in arrival order is
         rows.sort(key=lambda r: (r[0], r[2]))
         for _ in range(n // 20):
