@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recovery.config import usable_cores
+from recovery.errors import ConfigError
 from recovery.kafka.client import CLIENTS, DEFAULT_CLIENT
 from recovery.pipeline.compare import DEFAULT_ABS_TOL, DEFAULT_REL_TOL
 from recovery.replay.bounded import DEFAULT_SLACK_MS
 from recovery.replay.plan import KAFKA_TIME, TIME_BASES
-from recovery.replay.pool import AUTO
+from recovery.replay.pool import AUTO, check_workers
 from recovery.spec import PipelineSpec, load_spec
 from recovery.timerange import TimeRange, time_range
 
@@ -50,10 +51,18 @@ def add_sources(parser: argparse.ArgumentParser, *, outputs: bool = True) -> Non
         )
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a number of workers, or 0 for the default (refused at parsing time, before any connection)."""
+    try:
+        return check_workers(int(text))
+    except (ValueError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of workers >= 1, or {AUTO} (auto)") from exc
+
+
 def add_replay_tuning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         default=AUTO,
         help=f"partitions worked on at a time, one per worker thread (processes for kafka-python) (default {AUTO}: the "
         f"usable cores, {usable_cores()} here, and one more thread when every partition is small enough to be held "

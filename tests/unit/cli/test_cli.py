@@ -111,3 +111,13 @@ def test_the_console_script_waits_for_its_threads_runs_exit_hooks_flushes_and_ke
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert done.stdout == "bufferedthread done\nexit hook ran\n"
+
+
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_a_bad_number_of_workers_is_refused_when_parsing(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from recovery.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["recompute", "--spec", "x.toml", "--from", "1", "--to", "2", "--out", "y", "--workers", value])
+    assert stopped.value.code == 2
+    assert f"argument --workers: '{value}': give a number of workers >= 1, or 0 (auto)" in capsys.readouterr().err
