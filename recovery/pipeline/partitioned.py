@@ -138,7 +138,7 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     # both clients first: a connected client rides out a broker restart, a new one may time out meanwhile
     raw_reader = cached_reader(task.raw_source, task.client)
     out_reader = cached_reader(task.outputs_source, task.client) if task.outputs_source is not None else None
-    small = task.raw_plan.records <= IN_MEMORY_RECORDS
+    small = held_in_memory(task.raw_plan)
     raw_job = PartitionJob(
         task.raw_source,
         task.from_ms,
@@ -233,9 +233,14 @@ def recover_partition(task: PartitionTask, progress: ProgressSink) -> PartitionO
     )
 
 
+def held_in_memory(plan: PartitionPlan) -> bool:
+    """Whether a partition of ``plan`` is small enough to be read in one batch and held in memory."""
+    return plan.records <= IN_MEMORY_RECORDS
+
+
 def _batch_records(plan: PartitionPlan) -> int:
     """Records per replayed batch: a small partition's whole range at once, else ``BATCH_RECORDS``."""
-    return IN_MEMORY_RECORDS if plan.records <= IN_MEMORY_RECORDS else BATCH_RECORDS
+    return IN_MEMORY_RECORDS if held_in_memory(plan) else BATCH_RECORDS
 
 
 def by_group(spools: dict[int, Spool], key_groups: pl.DataFrame, schema: pl.Schema) -> dict[int, pl.LazyFrame]:
@@ -336,9 +341,8 @@ def recover_key_groups(
         truths.write(truth)
         timings["truth"] += time.monotonic() - mark
         if originals is not None:
-            compare_part(
-                originals.of(keys).collect(engine="streaming"), truth
-            )  # streamed: the parts filtered as they are read
+            # streamed: the parts filtered as they are read
+            compare_part(originals.of(keys).collect(engine="streaming"), truth)
         del truth
         mark = time.monotonic()
     if originals is not None:
@@ -560,7 +564,7 @@ def _run(tasks: list[PartitionTask], workers: int, show: bool, label: str) -> li
             in_process=not isinstance(first, KafkaSource),
             processes=first is not None and decodes_in_python(first, tasks[0].client),
             fresh_process_per_task=any(_planned(task) > FRESH_PROCESS_RECORDS for task in tasks),
-            held=all(task.raw_plan.records <= IN_MEMORY_RECORDS for task in tasks),
+            held=all(held_in_memory(task.raw_plan) for task in tasks),
         )
 
 

@@ -25,9 +25,9 @@ Part = str | pl.DataFrame  # a spooled part: an Arrow IPC file, or a frame held 
 def scan_parts(parts: Sequence[Part], schema: pl.Schema) -> pl.LazyFrame:
     """Spooled parts (Arrow IPC files, or frames held in memory) as one lazy frame in the order given; an empty
     frame of ``schema`` for none."""
-    if all(isinstance(part, str) for part in parts):
-        return pl.scan_ipc(list(parts)) if parts else empty(schema).lazy()  # type: ignore[arg-type]
-    pieces: list[pl.LazyFrame] = []
+    if not parts:
+        return empty(schema).lazy()
+    pieces: list[pl.LazyFrame] = []  # runs of files scanned together, frames as they are
     paths: list[str] = []
     for part in parts:
         if isinstance(part, str):
@@ -39,7 +39,7 @@ def scan_parts(parts: Sequence[Part], schema: pl.Schema) -> pl.LazyFrame:
         pieces.append(part.lazy())
     if paths:
         pieces.append(pl.scan_ipc(paths))
-    return pl.concat(pieces)
+    return pieces[0] if len(pieces) == 1 else pl.concat(pieces)
 
 
 class Spool:
